@@ -16,3 +16,7 @@ class InvalidImageError(HumanDetectorError):
 
 class InferenceError(HumanDetectorError):
     """The engine or postprocessing failed on one frame."""
+
+
+class InvalidParameterError(HumanDetectorError):
+    """A node parameter has a value the node cannot start with; the message says which."""

@@ -1,0 +1,182 @@
+"""Torch letterbox and NMS agree with the numpy/OpenCV reference, on CPU and (if any) CUDA."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from human_detector_ros import letterbox as np_letterbox
+from human_detector_ros import postprocess as np_post
+from human_detector_ros.letterbox import letterbox_transform
+from human_detector_ros.postprocess import NmsConfig, OutputLayout
+
+torch = pytest.importorskip('torch')
+from human_detector_ros import letterbox_torch, postprocess_torch  # noqa: E402
+
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='no CUDA device'))]
+INPUT_HW = (640, 640)
+SIZES = [(23, 17), (17, 23), (480, 640), (640, 640), (1080, 1920), (333, 999), (1999, 601),
+         (1, 3000), (100, 50)]
+
+
+def _image(hw, seed=0):
+    """Smooth content plus noise: a realistic mix of flat and busy regions."""
+    rng = np.random.default_rng(seed)
+    height, width = hw
+    yy, xx = np.mgrid[0:height, 0:width]
+    smooth = (127 + 100 * np.sin(xx / 7.0)[..., None] * np.cos(yy / 5.0)[..., None]
+              * np.array([1.0, 0.6, -0.8]))
+    noisy = smooth + rng.normal(0, 20, (height, width, 3))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def _numpy_input(bgr, transform, dtype=np.float32):
+    return np_letterbox.to_network_input(np_letterbox.letterbox(bgr, transform), dtype)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('hw', SIZES)
+def test_torch_letterbox_is_within_one_grey_level_of_opencv(device, hw):
+    bgr = _image(hw, seed=hw[0])
+    transform = letterbox_transform(hw, INPUT_HW)
+    out = torch.full((1, 3) + INPUT_HW, -1.0, device=device)
+    returned = letterbox_torch.letterbox_to_input(torch.from_numpy(bgr), transform, out)
+    assert returned is out
+    ours = out.cpu().numpy()
+    reference = _numpy_input(bgr, transform)
+    difference = np.abs(ours - reference) * 255
+    assert difference.max() <= letterbox_torch.OPENCV_TOLERANCE_GREY_LEVELS + 1e-3
+    assert (difference > 0.5).mean() < 0.2
+    top, left = transform.pad_top, transform.pad_left
+    height, width = transform.resized_hw
+    padding = np.ones(INPUT_HW, bool)
+    padding[top:top + height, left:left + width] = False
+    np.testing.assert_array_equal(ours[0][:, padding], reference[0][:, padding])
+    if transform.resized_hw == hw:
+        np.testing.assert_array_equal(ours, reference)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_torch_letterbox_into_float16(device):
+    bgr = _image((720, 1280), seed=1)
+    transform = letterbox_transform((720, 1280), INPUT_HW)
+    out = torch.empty((1, 3) + INPUT_HW, dtype=torch.float16, device=device)
+    letterbox_torch.letterbox_to_input(torch.from_numpy(bgr).to(device), transform, out)
+    reference = _numpy_input(bgr, transform, np.float16).astype(np.float32)
+    difference = np.abs(out.float().cpu().numpy() - reference)
+    assert difference.max() <= 1 / 255 + 2e-3
+
+
+def test_torch_letterbox_rejects_mismatched_shapes():
+    transform = letterbox_transform((300, 500), INPUT_HW)
+    with pytest.raises(ValueError):
+        letterbox_torch.letterbox_to_input(torch.zeros((500, 300, 3), dtype=torch.uint8),
+                                           transform, torch.empty((1, 3) + INPUT_HW))
+    with pytest.raises(ValueError):
+        letterbox_torch.letterbox_to_input(torch.zeros((300, 500, 3), dtype=torch.uint8),
+                                           transform, torch.empty((1, 3, 320, 320)))
+
+
+def _random_boxes(rng, count, spread=400.0):
+    xy = rng.uniform(0, spread, (count, 2))
+    return np.c_[xy, xy + rng.uniform(5, 150, (count, 2))].astype(np.float32)
+
+
+def _nms_functions():
+    functions = [('greedy', postprocess_torch.greedy_nms)]
+    if postprocess_torch.torchvision_nms() is not None:
+        functions.append(('torchvision', postprocess_torch.torchvision_nms()))
+    return functions
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('seed', range(6))
+def test_torch_nms_equals_numpy_nms(device, seed):
+    rng = np.random.default_rng(seed)
+    boxes = _random_boxes(rng, 400)
+    scores = rng.uniform(0, 1, 400).astype(np.float32)
+    expected = np_post.nms_indices(boxes, scores, 0.45)
+    for name, nms in _nms_functions():
+        kept = nms(torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), 0.45)
+        assert kept.device.type == device and kept.dtype == torch.int64, name
+        assert kept.cpu().tolist() == expected.tolist(), name
+
+
+def test_greedy_nms_on_nothing_and_the_fallback_without_torchvision(monkeypatch):
+    empty = postprocess_torch.greedy_nms(torch.zeros((0, 4)), torch.zeros((0,)), 0.5)
+    assert empty.dtype == torch.int64 and empty.numel() == 0
+    monkeypatch.setattr(postprocess_torch, 'torchvision_nms', lambda: None)
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]], dtype=torch.float32)
+    scores = torch.tensor([0.5, 0.9, 0.7])
+    assert postprocess_torch.nms_indices(boxes, scores, 0.45).tolist() == [1, 2]
+    # IoU exactly 0.5 is kept, as in the numpy NMS.
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 20]], dtype=torch.float32)
+    assert postprocess_torch.nms_indices(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0, 1]
+
+
+def _raw_prediction(rng, anchors, classes):
+    xy = rng.uniform(0, 640, (2, anchors))
+    wh = rng.uniform(4, 200, (2, anchors))
+    scores = rng.uniform(0, 1, (classes, anchors)) ** 3
+    return np.concatenate([xy, wh, scores]).astype(np.float32)[None]
+
+
+CONFIGS = [NmsConfig(0.25, 0.45), NmsConfig(0.5, 0.7, agnostic=True),
+           NmsConfig(0.1, 0.6, classes=(1,)), NmsConfig(0.25, 0.45, max_det=5),
+           NmsConfig(0.0, 0.45)]
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('classes, anchors', [(1, 2100), (2, 8400), (80, 8400)])
+@pytest.mark.parametrize('config', CONFIGS, ids=repr)
+def test_torch_postprocess_equals_numpy_on_raw_outputs(device, classes, anchors, config):
+    rng = np.random.default_rng(classes * 1000 + anchors)
+    if config.classes is not None and classes == 1:
+        config = NmsConfig(config.conf_threshold, config.iou_threshold, classes=(0,))
+    output = _raw_prediction(rng, anchors, classes)
+    before = output.copy()
+    transform = letterbox_transform((1080, 1920), INPUT_HW)
+    expected = np_post.postprocess({'o': output}, OutputLayout.RAW, config, transform)
+    tensor = torch.from_numpy(output).to(device)
+    ours = postprocess_torch.postprocess({'o': tensor}, OutputLayout.RAW, config, transform)
+    assert len(expected) > 0
+    assert ours.class_ids.tolist() == expected.class_ids.tolist()
+    np.testing.assert_allclose(ours.scores, expected.scores, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.boxes, expected.boxes, rtol=0, atol=1e-3)
+    np.testing.assert_array_equal(tensor.cpu().numpy(), before)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_torch_postprocess_float16_raw_output(device):
+    output = _raw_prediction(np.random.default_rng(9), 8400, 2).astype(np.float16)
+    config = NmsConfig(0.25, 0.45)
+    expected = np_post.postprocess({'o': output}, OutputLayout.RAW, config,
+                                   letterbox_transform(INPUT_HW, INPUT_HW))
+    ours = postprocess_torch.postprocess({'o': torch.from_numpy(output).to(device)},
+                                         OutputLayout.RAW, config,
+                                         letterbox_transform(INPUT_HW, INPUT_HW))
+    assert ours.class_ids.tolist() == expected.class_ids.tolist()
+    np.testing.assert_allclose(ours.boxes, expected.boxes, atol=1e-3)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_torch_postprocess_end_to_end_and_efficient_nms(device):
+    rng = np.random.default_rng(4)
+    rows = np.zeros((1, 300, 6), np.float32)
+    rows[0, :40, :4] = _random_boxes(rng, 40)
+    rows[0, :40, 4] = rng.uniform(0, 1, 40)
+    rows[0, :40, 5] = rng.integers(0, 2, 40)
+    efficient = {'num_dets': np.array([[40]], np.int32), 'det_boxes': rows[:, :, :4].copy(),
+                 'det_scores': rows[:, :, 4].copy(),
+                 'det_classes': rows[:, :, 5].astype(np.int32)}
+    transform = letterbox_transform((720, 1280), INPUT_HW)
+    config = NmsConfig(0.3, classes=(1,), max_det=10)
+    for layout, outputs in ((OutputLayout.END_TO_END, {'output0': rows}),
+                            (OutputLayout.EFFICIENT_NMS, efficient)):
+        expected = np_post.postprocess(outputs, layout, config, transform)
+        tensors = {name: torch.from_numpy(array).to(device) for name, array in outputs.items()}
+        ours = postprocess_torch.postprocess(tensors, layout, config, transform)
+        assert len(expected) > 0
+        np.testing.assert_array_equal(ours.boxes, expected.boxes)
+        np.testing.assert_array_equal(ours.scores, expected.scores)
+        np.testing.assert_array_equal(ours.class_ids, expected.class_ids)

@@ -1,0 +1,121 @@
+"""Inference backends behind one interface, and `load_engine` that picks one from the file.
+
+Backends import their runtimes (onnxruntime, tensorrt + cuda-python, torch) only when a
+model of their kind is loaded, so this package imports with numpy alone.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import zipfile
+from typing import Optional, Union
+
+from human_detector_ros.engines.base import Engine, ModelMetadata, TensorSpec, parse_device
+from human_detector_ros.errors import ModelLoadError
+from human_detector_ros.model_metadata import has_engine_header
+
+__all__ = ['BACKENDS', 'Engine', 'ModelMetadata', 'TensorSpec', 'detect_backend', 'load_engine']
+
+BACKENDS = ('onnxruntime', 'tensorrt', 'torchscript')
+TENSORRT_SUFFIXES = ('.engine', '.plan', '.trt')
+TORCHSCRIPT_SUFFIXES = ('.torchscript', '.pt', '.pth', '.ptl')
+_ZIP_MAGIC = b'PK\x03\x04'
+_SNIFF_BYTES = 64
+# Field tags that can follow ir_version (field 1) at the start of an ONNX ModelProto.
+_ONNX_SECOND_FIELD_TAGS = frozenset(b'\x12\x1a\x22\x2a\x32\x3a\x42\x52\x5a\x72')
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    return (len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80
+            and head[2] in _ONNX_SECOND_FIELD_TAGS)
+
+
+def _zip_backend(path: pathlib.Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelLoadError(
+            f'Model {path} is a damaged zip archive ({error}); a TorchScript or PyTorch file '
+            f'was probably truncated. Copy or export it again.') from None
+    if any(name.endswith('/constants.pkl') or '/code/' in name for name in members):
+        return 'torchscript'
+    if any(name.endswith('data.pkl') for name in members):
+        raise ModelLoadError(
+            f'Model {path} is a PyTorch checkpoint (torch.save), not a TorchScript module, and '
+            f'cannot be run without Ultralytics. Export it first: `yolo export model={path.name}'
+            f' format=onnx` (or format=engine for TensorRT, format=torchscript).')
+    raise ModelLoadError(
+        f'Model {path} is a zip archive but neither TorchScript nor a PyTorch checkpoint. '
+        f'Use an ONNX (.onnx), TensorRT (.engine/.plan) or TorchScript (.torchscript) model.')
+
+
+def detect_backend(path: pathlib.Path) -> str:
+    """The backend for a readable model file, from its content first, then its extension."""
+    with open(path, 'rb') as stream:
+        head = stream.read(_SNIFF_BYTES)
+    suffix = path.suffix.lower()
+    if head.startswith(_ZIP_MAGIC):
+        return _zip_backend(path)
+    if has_engine_header(head):
+        return 'tensorrt'
+    if suffix == '.onnx' or _looks_like_onnx(head):
+        return 'onnxruntime'
+    if suffix in TENSORRT_SUFFIXES:
+        return 'tensorrt'
+    if suffix in TORCHSCRIPT_SUFFIXES:
+        return _zip_backend(path)
+    raise ModelLoadError(
+        f'Cannot tell what kind of model {path} is: it is not ONNX, not a zip archive '
+        f'(TorchScript) and has no TensorRT extension. Rename it to .onnx, .engine/.plan/.trt '
+        f'or .torchscript, or pass the backend explicitly ({", ".join(BACKENDS)}).')
+
+
+def _check_file(path: pathlib.Path) -> None:
+    if not path.exists():
+        raise ModelLoadError(
+            f'Model file {path} does not exist. Check the path (engine_path parameter / '
+            f'--model option), or fetch the default model with `human_detector_fetch_assets`.')
+    if not path.is_file():
+        raise ModelLoadError(f'Model path {path} is not a file. Give the path of an .onnx, '
+                             f'.engine/.plan or .torchscript file.')
+    if not os.access(path, os.R_OK):
+        raise ModelLoadError(f'Model file {path} is not readable by this user. Fix its '
+                             f'permissions (e.g. `chmod a+r {path}`).')
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f'Model file {path} is empty; the download or copy probably '
+                             f'failed. Copy or export the model again.')
+
+
+def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
+                device: str = 'auto') -> Engine:
+    """Load a model file into the backend that runs it.
+
+    backend: 'auto' (from the file: ONNX, Ultralytics/TensorRT engine, TorchScript zip) or
+    one of BACKENDS. device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. Raises ModelLoadError with
+    what went wrong, the file, and how to fix it.
+    """
+    model_path = pathlib.Path(path).expanduser()
+    _check_file(model_path)
+    parse_device(device, model_path)
+    chosen: Optional[str] = backend.strip().lower() if isinstance(backend, str) else None
+    if chosen == 'auto':
+        chosen = detect_backend(model_path)
+    if chosen not in BACKENDS:
+        raise ModelLoadError(
+            f'Unknown backend {backend!r} for model {model_path}. Use "auto" or one of: '
+            f'{", ".join(BACKENDS)}.')
+    if chosen == 'onnxruntime':
+        from human_detector_ros.engines.onnxruntime_engine import OnnxRuntimeEngine as Backend
+    elif chosen == 'tensorrt':
+        from human_detector_ros.engines.tensorrt_engine import TensorRTEngine as Backend
+    else:
+        from human_detector_ros.engines.torchscript_engine import TorchScriptEngine as Backend
+    engine = Backend(model_path, device)
+    from human_detector_ros.postprocess import resolve_layout
+    try:
+        resolve_layout(engine.outputs)
+    except ModelLoadError as error:
+        engine.close()
+        raise ModelLoadError(f'Model {model_path} cannot be used: {error}') from None
+    return engine

@@ -1,0 +1,394 @@
+"""TensorRT backend: plain serialized plans and Ultralytics `.engine` files.
+
+Works with the binding API (TensorRT <= 8.6: `num_bindings`, `execute_async_v2`) and the
+named-tensor API (8.5+, the only one in 10.x/11.x: `num_io_tensors`, `execute_async_v3`),
+chosen by a feature test in `_io_api`. GPU memory comes from the CUDA runtime bindings of
+`cuda-python`: device and pinned host buffers are allocated once at load; `infer` is one
+stream: async copy in -> execute -> async copies out -> synchronize.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from human_detector_ros.engines.base import Engine, TensorSpec, parse_device, \
+    validate_image_input
+from human_detector_ros.errors import InferenceError, ModelLoadError
+from human_detector_ros.model_metadata import metadata_from_mapping, split_engine_header
+
+LOG = logging.getLogger(__name__)
+KEPT_ERRORS = 20
+REBUILD_HINT = (
+    'Rebuild the engine on this device with this TensorRT, from the ONNX model: '
+    '`trtexec --onnx=model.onnx --saveEngine=model.engine` (add --fp16 for half precision), '
+    'or `yolo export model=best.pt format=engine` with Ultralytics.')
+
+
+class CudaCallError(RuntimeError):
+    """A CUDA runtime call returned an error code."""
+
+
+def import_cudart() -> Any:
+    """The CUDA runtime module of cuda-python (`cuda.bindings.runtime`, or older `cuda.cudart`)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        from cuda import cudart
+    return cudart
+
+
+class CudaRuntime:
+    """Checked calls into the cuda-python runtime bindings (each returns `(err, *values)`)."""
+
+    def __init__(self, cudart: Any) -> None:
+        self.cudart = cudart
+
+    def call(self, function: str, *args: Any) -> Any:
+        """`cudart.<function>(*args)`; its value(s) after the error code, CudaCallError if any."""
+        result = getattr(self.cudart, function)(*args)
+        error, values = result[0], result[1:]
+        if error != self.cudart.cudaError_t.cudaSuccess:
+            raise CudaCallError(f'{function} failed: {self._describe(error)}')
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else values
+
+    def _describe(self, error: Any) -> str:
+        described = self.cudart.cudaGetErrorString(error)[1]
+        if isinstance(described, bytes):
+            described = described.decode('utf-8', 'replace')
+        return f'{getattr(error, "name", error)} ({described})'
+
+    def host_to_device(self, device: int, host: int, nbytes: int, stream: Any) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self.call('cudaMemcpyAsync', device, host, nbytes, kind, stream)
+
+    def device_to_host(self, host: int, device: int, nbytes: int, stream: Any) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self.call('cudaMemcpyAsync', host, device, nbytes, kind, stream)
+
+
+def _dims(dims: Any) -> Tuple[int, ...]:
+    return tuple(int(dim) for dim in dims)
+
+
+class _TensorApi:
+    """Named I/O tensors (TensorRT 8.5+, the only API of 10.x and 11.x), execute_async_v3."""
+
+    def __init__(self, trt: Any, engine: Any, context: Any) -> None:
+        self._trt, self._engine, self._context = trt, engine, context
+        self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+
+    def is_input(self, name: str) -> bool:
+        return self._engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT
+
+    def engine_shape(self, name: str) -> Tuple[int, ...]:
+        return _dims(self._engine.get_tensor_shape(name))
+
+    def trt_dtype(self, name: str) -> Any:
+        return self._engine.get_tensor_dtype(name)
+
+    def profile(self, name: str) -> Tuple[Tuple[int, ...], ...]:
+        return tuple(_dims(dims) for dims in self._engine.get_tensor_profile_shape(name, 0))
+
+    def set_input_shape(self, name: str, shape: Tuple[int, ...]) -> bool:
+        return bool(self._context.set_input_shape(name, shape))
+
+    def context_shape(self, name: str) -> Tuple[int, ...]:
+        return _dims(self._context.get_tensor_shape(name))
+
+    def bind(self, addresses: Dict[str, int]) -> bool:
+        return all([self._context.set_tensor_address(name, addresses[name])
+                    for name in self.names])
+
+    def execute(self, stream_handle: int) -> bool:
+        return bool(self._context.execute_async_v3(stream_handle))
+
+
+class _BindingApi:
+    """Binding indices (TensorRT <= 8.6), execute_async_v2 with the list of device pointers."""
+
+    def __init__(self, trt: Any, engine: Any, context: Any) -> None:
+        self._engine, self._context = engine, context
+        self.names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._bindings: List[int] = []
+
+    def is_input(self, name: str) -> bool:
+        return bool(self._engine.binding_is_input(self._index[name]))
+
+    def engine_shape(self, name: str) -> Tuple[int, ...]:
+        return _dims(self._engine.get_binding_shape(self._index[name]))
+
+    def trt_dtype(self, name: str) -> Any:
+        return self._engine.get_binding_dtype(self._index[name])
+
+    def profile(self, name: str) -> Tuple[Tuple[int, ...], ...]:
+        return tuple(_dims(dims) for dims in self._engine.get_profile_shape(0, self._index[name]))
+
+    def set_input_shape(self, name: str, shape: Tuple[int, ...]) -> bool:
+        return bool(self._context.set_binding_shape(self._index[name], shape))
+
+    def context_shape(self, name: str) -> Tuple[int, ...]:
+        return _dims(self._context.get_binding_shape(self._index[name]))
+
+    def bind(self, addresses: Dict[str, int]) -> bool:
+        self._bindings = [addresses[name] for name in self.names]
+        return True
+
+    def execute(self, stream_handle: int) -> bool:
+        return bool(self._context.execute_async_v2(self._bindings, stream_handle))
+
+
+def _io_api(trt: Any, engine: Any, context: Any) -> Any:
+    """The one place that picks the TensorRT API generation, by feature."""
+    if hasattr(engine, 'num_io_tensors'):
+        return _TensorApi(trt, engine, context)
+    return _BindingApi(trt, engine, context)
+
+
+def _make_logger(trt: Any) -> Any:
+    """A trt.ILogger that keeps error messages (for ModelLoadError) and forwards warnings."""
+    severity = trt.ILogger.Severity
+    errors = (severity.INTERNAL_ERROR, severity.ERROR)
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: Deque[str] = collections.deque(maxlen=KEPT_ERRORS)
+
+        def log(self, level: Any, message: str) -> None:
+            if level in errors:
+                self.errors.append(message)
+                LOG.debug('TensorRT error: %s', message)
+            elif level == severity.WARNING:
+                LOG.warning('TensorRT: %s', message)
+
+    return _Logger()
+
+
+def choose_input_shape(engine_shape: Sequence[int], profile: Sequence[Sequence[int]],
+                       imgsz: Optional[Tuple[int, int]]) -> Optional[Tuple[int, ...]]:
+    """A [1, 3, H, W] shape for a dynamic input within the profile's [min, max], or None.
+
+    Batch 1; H, W from the metadata imgsz when the profile admits it, else the profile's opt.
+    """
+    low, opt, high = profile
+
+    def fill(hw: Sequence[int]) -> Tuple[int, ...]:
+        chosen = [1, 3, hw[0], hw[1]]
+        return tuple(dim if dim >= 0 else chosen[i] for i, dim in enumerate(engine_shape))
+
+    candidates = ([fill(imgsz)] if imgsz is not None else []) + [fill(opt[2:])]
+    for shape in candidates:
+        if all(lo <= dim <= hi for lo, dim, hi in zip(low, shape, high)):
+            return shape
+    return None
+
+
+@dataclass
+class _Buffer:
+    """One I/O tensor: device memory and a pinned host mirror viewed as `host`."""
+
+    spec: TensorSpec
+    nbytes: int
+    device: int
+    host_address: int
+    host: np.ndarray
+
+
+class TensorRTEngine(Engine):
+    """A TensorRT engine with buffers allocated once; `infer` runs on one CUDA stream."""
+
+    backend = 'tensorrt'
+
+    def __init__(self, model_path: pathlib.Path, device: str = 'auto') -> None:
+        request = parse_device(device, model_path)
+        if request.kind == 'cpu':
+            raise ModelLoadError(
+                f'TensorRT engine {model_path} runs on an NVIDIA GPU only, and device "cpu" '
+                f'was asked for. Use device "cuda" (or "auto"), or an ONNX model on the CPU.')
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise ModelLoadError(
+                f'Cannot load TensorRT engine {model_path}: the tensorrt Python package is not '
+                f'installed. On Jetson it comes with JetPack (`sudo apt install '
+                f'python3-libnvinfer`); on x86 `pip install tensorrt`. Or use the ONNX model.'
+            ) from None
+        try:
+            cuda = CudaRuntime(import_cudart())
+        except ImportError:
+            raise ModelLoadError(
+                f'Cannot load TensorRT engine {model_path}: the CUDA runtime bindings are not '
+                f'installed. Install them with `pip install cuda-python` (matching the CUDA '
+                f'major version of this machine).') from None
+        self._cuda = cuda
+        self._device_index = request.index
+        self._buffers: List[_Buffer] = []
+        self._stream: Any = None
+        self._trt = trt
+        blob = model_path.read_bytes()
+        header, plan_offset = split_engine_header(blob, model_path)
+        self._select_device(model_path)
+        self._logger = _make_logger(trt)
+        self._runtime = trt.Runtime(self._logger)
+        if header.get('dla') is not None:
+            self._runtime.DLA_core = int(header['dla'])
+        self._engine = self._runtime.deserialize_cuda_engine(memoryview(blob)[plan_offset:])
+        del blob
+        if self._engine is None:
+            said = ' '.join(self._logger.errors) or 'no reason given'
+            raise ModelLoadError(
+                f'TensorRT {trt.__version__} cannot deserialize engine {model_path} (TensorRT '
+                f'said: {said}). An engine runs only with the TensorRT version and GPU model it '
+                f'was built with, and this file may also be truncated or not an engine. '
+                f'{REBUILD_HINT}')
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise ModelLoadError(
+                f'TensorRT could not create an execution context for {model_path} (TensorRT '
+                f'said: {" ".join(self._logger.errors) or "no reason given"}); the GPU may be '
+                f'out of memory.')
+        self._api = _io_api(trt, self._engine, self._context)
+        metadata = metadata_from_mapping(header, model_path)
+        self._set_dynamic_input_shape(model_path, metadata.imgsz)
+        inputs, outputs = self._resolved_specs(model_path)
+        super().__init__(model_path, request.cuda_name, inputs, outputs, metadata)
+        self._allocate(model_path)
+
+    def _select_device(self, model_path: pathlib.Path) -> None:
+        try:
+            count = self._cuda.call('cudaGetDeviceCount')
+        except CudaCallError as error:
+            count, reason = 0, f' ({error})'
+        else:
+            reason = ''
+        if self._device_index >= count:
+            raise ModelLoadError(
+                f'TensorRT engine {model_path} needs CUDA device {self._device_index}, but this '
+                f'machine has {count} usable CUDA device(s){reason}. Check the NVIDIA driver '
+                f'(`nvidia-smi`, on Jetson `tegrastats`) and the device parameter.')
+        self._cuda.call('cudaSetDevice', self._device_index)
+
+    def _specs(self, shape_of: Any, model_path: pathlib.Path) -> Tuple[TensorSpec, ...]:
+        specs = []
+        for name in self._api.names:
+            trt_dtype = self._api.trt_dtype(name)
+            try:
+                dtype = np.dtype(self._trt.nptype(trt_dtype))
+            except TypeError:
+                raise ModelLoadError(
+                    f'TensorRT engine {model_path} has tensor {name!r} of type {trt_dtype}, '
+                    f'which has no numpy equivalent. Build the engine with float32 or float16 '
+                    f'inputs and outputs.') from None
+            specs.append(TensorSpec(name, shape_of(name), dtype))
+        return tuple(specs)
+
+    def _set_dynamic_input_shape(self, model_path: pathlib.Path,
+                                 imgsz: Optional[Tuple[int, int]]) -> None:
+        declared = self._specs(self._api.engine_shape, model_path)
+        inputs = tuple(spec for spec in declared if self._api.is_input(spec.name))
+        validate_image_input(model_path, inputs)
+        spec = inputs[0]
+        if -1 not in spec.shape:
+            return
+        profile = self._api.profile(spec.name)
+        shape = choose_input_shape(spec.shape, profile, imgsz)
+        if shape is None or not self._api.set_input_shape(spec.name, shape):
+            raise ModelLoadError(
+                f'TensorRT engine {model_path} has a dynamic input {spec.name} '
+                f'{list(spec.shape)} whose optimization profile (min, opt, max = '
+                f'{[list(dims) for dims in profile]}) admits no [1, 3, H, W] shape the detector '
+                f'can use (metadata imgsz {imgsz}). {REBUILD_HINT}')
+
+    def _resolved_specs(self, model_path: pathlib.Path
+                        ) -> Tuple[Tuple[TensorSpec, ...], Tuple[TensorSpec, ...]]:
+        specs = self._specs(self._api.context_shape, model_path)
+        for spec in specs:
+            if any(dim < 0 for dim in spec.shape):
+                raise ModelLoadError(
+                    f'TensorRT engine {model_path} has tensor {spec.name} of shape '
+                    f'{list(spec.shape)} even with the input shape set; data-dependent output '
+                    f'shapes are not supported. {REBUILD_HINT}')
+        inputs = tuple(spec for spec in specs if self._api.is_input(spec.name))
+        outputs = tuple(spec for spec in specs if not self._api.is_input(spec.name))
+        return inputs, outputs
+
+    def _allocate(self, model_path: pathlib.Path) -> None:
+        try:
+            self._stream = self._cuda.call('cudaStreamCreate')
+            for spec in self.inputs + self.outputs:
+                nbytes = int(np.prod(spec.shape)) * spec.dtype.itemsize
+                buffer = _Buffer(spec, nbytes, 0, 0, np.empty(0))
+                self._buffers.append(buffer)
+                buffer.device = self._cuda.call('cudaMalloc', nbytes)
+                buffer.host_address = self._cuda.call('cudaMallocHost', nbytes)
+                raw = (ctypes.c_uint8 * nbytes).from_address(buffer.host_address)
+                buffer.host = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.shape)
+        except CudaCallError as error:
+            self.close()
+            raise ModelLoadError(
+                f'Cannot allocate GPU buffers for TensorRT engine {model_path}: {error}. The GPU '
+                f'may be out of memory.') from None
+        addresses = {buffer.spec.name: buffer.device for buffer in self._buffers}
+        if not self._api.bind(addresses):
+            self.close()
+            raise ModelLoadError(
+                f'TensorRT rejected the buffer addresses for {model_path} (TensorRT said: '
+                f'{" ".join(self._logger.errors) or "no reason given"}).')
+
+    def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+        """[1, 3, H, W] array -> {output name: array copied out of the pinned buffers}."""
+        if self._context is None:
+            raise InferenceError(f'TensorRT engine {self.model_path.name} is closed.')
+        self.check_shape(images.shape)
+        source = self._buffers[0]
+        np.copyto(source.host, images, casting='same_kind')
+        cuda, stream = self._cuda, self._stream
+        try:
+            cuda.call('cudaSetDevice', self._device_index)
+            cuda.host_to_device(source.device, source.host_address, source.nbytes, stream)
+            if not self._api.execute(int(stream)):
+                raise InferenceError(
+                    f'TensorRT execution of {self.model_path.name} failed (TensorRT said: '
+                    f'{" ".join(list(self._logger.errors)[-3:]) or "no reason given"}).')
+            outputs = self._buffers[len(self.inputs):]
+            for buffer in outputs:
+                cuda.device_to_host(buffer.host_address, buffer.device, buffer.nbytes, stream)
+            cuda.call('cudaStreamSynchronize', stream)
+        except CudaCallError as error:
+            raise InferenceError(f'CUDA error in TensorRT engine {self.model_path.name}: '
+                                 f'{error}') from None
+        return {buffer.spec.name: buffer.host.copy() for buffer in outputs}
+
+    def close(self) -> None:
+        """Free the device and pinned buffers and the stream; drop context, engine, runtime."""
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        failures = []
+        for buffer in self._buffers:
+            for function, address in (('cudaFree', buffer.device),
+                                      ('cudaFreeHost', buffer.host_address)):
+                if address:
+                    try:
+                        self._cuda.call(function, address)
+                    except CudaCallError as error:
+                        failures.append(str(error))
+        self._buffers = []
+        if self._stream is not None:
+            try:
+                self._cuda.call('cudaStreamDestroy', self._stream)
+            except CudaCallError as error:
+                failures.append(str(error))
+            self._stream = None
+        if failures:
+            LOG.warning('Releasing TensorRT buffers of %s: %s', self.model_path,
+                        '; '.join(failures))

@@ -1,0 +1,119 @@
+"""HumanDetector: letterbox -> engine -> NMS, each stage timed, boxes in source pixels."""
+from __future__ import annotations
+
+import pathlib
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from human_detector_ros.assets import default_model_path
+from human_detector_ros.engines import load_engine
+from human_detector_ros.errors import InferenceError, InvalidImageError
+from human_detector_ros.letterbox import (
+    letterbox, letterbox_transform, LetterboxTransform, to_network_input)
+from human_detector_ros.postprocess import Detections, NmsConfig, postprocess, resolve_layout
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall time of each stage of one frame, in milliseconds."""
+
+    preprocess_ms: float = 0.0
+    infer_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.infer_ms + self.postprocess_ms
+
+
+class HumanDetector:
+    """A YOLO detector on BGR images: `detector(bgr) -> Detections` in source pixels.
+
+    The engine (and so the network input size, dtype and output layout) is fixed at
+    construction; `config` (an NmsConfig) may be replaced at any time. The letterbox and
+    network input buffers are allocated once and reused for every frame; the letterbox
+    geometry is recomputed only when the source size changes.
+    """
+
+    def __init__(self, model_path: Union[str, pathlib.Path, None] = None, backend: str = 'auto',
+                 device: str = 'auto', conf_threshold: float = 0.5,
+                 iou_threshold: float = 0.45, max_det: int = 300,
+                 classes: Optional[Sequence[int]] = None, agnostic_nms: bool = False) -> None:
+        if model_path is None:
+            model_path = default_model_path()
+        self.config = NmsConfig(conf_threshold=conf_threshold, iou_threshold=iou_threshold,
+                                max_det=max_det,
+                                classes=None if classes is None else tuple(classes),
+                                agnostic=agnostic_nms)
+        self.engine = load_engine(pathlib.Path(model_path), backend=backend, device=device)
+        self.layout = resolve_layout(self.engine.outputs)
+        self.names: Dict[int, str] = dict(self.engine.metadata.names)
+        self.input_hw: Tuple[int, int] = self.engine.input_hw
+        self.input_dtype = np.dtype(self.engine.inputs[0].dtype)
+        self.last_timings = StageTimings()
+        self._letterboxed = np.empty(self.input_hw + (3,), dtype=np.uint8)
+        self._input = np.empty((1, 3) + self.input_hw, dtype=self.input_dtype)
+        self._transform: Optional[LetterboxTransform] = None
+
+    def transform_for(self, src_hw: Tuple[int, int]) -> LetterboxTransform:
+        """The letterbox of a source of size (h, w); the last one is kept for the next frame."""
+        if self._transform is None or self._transform.src_hw != src_hw:
+            self._transform = letterbox_transform(src_hw, self.input_hw)
+        return self._transform
+
+    def preprocess(self, bgr: np.ndarray) -> Tuple[np.ndarray, LetterboxTransform]:
+        """HxWx3 uint8 BGR -> ([1, 3, H, W] network input, its transform).
+
+        The input array is this detector's buffer: it is overwritten by the next call.
+        Raises InvalidImageError for anything but a non-empty HxWx3 uint8 array.
+        """
+        if not isinstance(bgr, np.ndarray) or bgr.dtype != np.uint8 or bgr.ndim != 3 \
+                or bgr.shape[2] != 3 or bgr.shape[0] == 0 or bgr.shape[1] == 0:
+            described = (f'{bgr.shape} {bgr.dtype}' if isinstance(bgr, np.ndarray)
+                         else type(bgr).__name__)
+            raise InvalidImageError(f'expected a non-empty HxWx3 uint8 BGR image, got {described}')
+        transform = self.transform_for((int(bgr.shape[0]), int(bgr.shape[1])))
+        letterbox(bgr, transform, out=self._letterboxed)
+        return to_network_input(self._letterboxed, self.input_dtype, out=self._input), transform
+
+    def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+        """[1, 3, H, W] network input -> named engine outputs (not to be modified)."""
+        return self.engine.infer(images)
+
+    def postprocess(self, outputs: Dict[str, np.ndarray],
+                    transform: LetterboxTransform) -> Detections:
+        """Named engine outputs -> Detections in source pixels, with the current `config`."""
+        try:
+            return postprocess(outputs, self.layout, self.config, transform)
+        except (ValueError, IndexError, KeyError) as error:
+            shapes = {name: list(np.shape(array)) for name, array in outputs.items()}
+            raise InferenceError(f'cannot decode the outputs {shapes} of '
+                                 f'{self.engine.model_path.name} as {self.layout.name}: '
+                                 f'{error}') from None
+
+    def __call__(self, bgr: np.ndarray) -> Detections:
+        """HxWx3 uint8 BGR image -> Detections in its pixels; sets `last_timings`."""
+        start = time.perf_counter()
+        images, transform = self.preprocess(bgr)
+        preprocessed = time.perf_counter()
+        outputs = self.infer(images)
+        inferred = time.perf_counter()
+        detections = self.postprocess(outputs, transform)
+        done = time.perf_counter()
+        self.last_timings = StageTimings(preprocess_ms=(preprocessed - start) * 1e3,
+                                         infer_ms=(inferred - preprocessed) * 1e3,
+                                         postprocess_ms=(done - inferred) * 1e3)
+        return detections
+
+    def close(self) -> None:
+        """Release the engine."""
+        self.engine.close()
+
+    def __enter__(self) -> HumanDetector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

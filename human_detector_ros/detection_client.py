@@ -1,0 +1,93 @@
+"""A client of the human_detector node: send a frame, wait for the detections of that frame.
+
+Used by the demo and the tests; also handy to query a running node from a script. Answers are
+matched to frames by the header stamp, which the node copies unchanged.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from human_detector_ros.ros_messages import bgr_to_image_msg
+
+StampKey = Tuple[int, int]
+
+
+def stamp_key(header: Header) -> StampKey:
+    """(sec, nanosec) of a header: the key that ties an output to its input frame."""
+    return header.stamp.sec, header.stamp.nanosec
+
+
+class DetectionClient(Node):
+    """Publishes frames on `image_topic`; collects `detections`, `label_info` and, once
+    `subscribe_annotated()` is called, `annotated_image`, all keyed by stamp."""
+
+    def __init__(self, name: str, image_topic: str = 'image') -> None:
+        super().__init__(name)
+        self.image_pub = self.create_publisher(Image, image_topic, 1)
+        self.detections: Dict[StampKey, Detection2DArray] = {}
+        self.annotated: Dict[StampKey, Image] = {}
+        self.label_infos: List[LabelInfo] = []
+        self.annotated_sub = None
+        self.create_subscription(Detection2DArray, 'detections', self._on_detections, 10)
+        self.create_subscription(
+            LabelInfo, 'label_info', self.label_infos.append,
+            QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                       reliability=ReliabilityPolicy.RELIABLE))
+
+    def _on_detections(self, msg: Detection2DArray) -> None:
+        self.detections[stamp_key(msg.header)] = msg
+
+    def _on_annotated(self, msg: Image) -> None:
+        self.annotated[stamp_key(msg.header)] = msg
+
+    def subscribe_annotated(self) -> None:
+        """Start receiving `annotated_image` (the node draws only while someone listens)."""
+        if self.annotated_sub is None:
+            self.annotated_sub = self.create_subscription(
+                Image, 'annotated_image', self._on_annotated, 10)
+
+    def class_names(self) -> Dict[str, str]:
+        """class_id string -> name, from the newest label_info received."""
+        if not self.label_infos:
+            return {}
+        return {str(entry.class_id): entry.class_name
+                for entry in self.label_infos[-1].class_map}
+
+    def spin_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Spin until `done()` holds or `timeout_s` passes; return `done()`."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and not done():
+            rclpy.spin_once(self, timeout_sec=0.05)
+        return done()
+
+    def wait_for_detector(self, timeout_s: float) -> bool:
+        """True once a node subscribes to the image topic."""
+        return self.spin_until(lambda: self.image_pub.get_subscription_count() > 0, timeout_s)
+
+    def publish_frame(self, bgr: np.ndarray, frame_id: str) -> Header:
+        """Publish an HxWx3 BGR frame stamped now; return its header."""
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
+        self.image_pub.publish(bgr_to_image_msg(bgr, header))
+        return header
+
+    def detect(self, bgr: np.ndarray, frame_id: str = 'camera', timeout_s: float = 30.0,
+               attempts: int = 3, with_annotated: bool = False
+               ) -> Optional[Tuple[Header, Detection2DArray]]:
+        """Publish a frame and wait for its answer; a frame lost on the way (best-effort
+        input, or outputs published before discovery finished) is sent again, stamped anew."""
+        for _ in range(attempts):
+            header = self.publish_frame(bgr, frame_id)
+            key = stamp_key(header)
+            if self.spin_until(lambda: key in self.detections and (
+                    not with_annotated or key in self.annotated), timeout_s / attempts):
+                return header, self.detections[key]
+        return None

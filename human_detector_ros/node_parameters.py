@@ -1,0 +1,107 @@
+"""The node's parameters: one table of names, defaults, descriptors and validity checks."""
+from __future__ import annotations
+
+import array
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from rcl_interfaces.msg import (
+    FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType)
+
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torchscript')
+INPUT_TRANSPORTS = ('raw', 'compressed')
+DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+
+
+def _one_of(choices: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
+    def check(value: Any) -> Optional[str]:
+        return None if value in choices else f'must be one of {", ".join(choices)}'
+    return check
+
+
+def _device(value: Any) -> Optional[str]:
+    return None if DEVICE_PATTERN.match(value) else 'must be auto, cpu, cuda or cuda:N'
+
+
+# rclpy gives integer arrays as array.array, other arrays as lists.
+LIST_TYPES = (list, tuple, array.array)
+
+
+def _class_indices(value: Any) -> Optional[str]:
+    valid = isinstance(value, LIST_TYPES) and all(
+        isinstance(index, int) and not isinstance(index, bool) and index >= 0
+        for index in value)
+    return None if valid else 'must be a list of class indices >= 0, e.g. [0]'
+
+
+def _names(value: Any) -> Optional[str]:
+    valid = isinstance(value, LIST_TYPES) and all(isinstance(name, str) for name in value)
+    return None if valid else 'must be a list of strings, e.g. ["person"]'
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One node parameter. Lists default to unset and are dynamically typed, because
+    `ros2 param set ... '[]'` sends an empty list as a bool array; `check` validates them."""
+
+    name: str
+    type: int
+    default: Any
+    description: str
+    read_only: bool = False
+    float_range: Optional[Tuple[float, float]] = None
+    int_range: Optional[Tuple[int, int]] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ParameterDescriptor rclpy enforces: type, read-only flag and range."""
+        descriptor = ParameterDescriptor(
+            name=self.name, type=self.type, description=self.description,
+            read_only=self.read_only, dynamic_typing=self.default is None)
+        if self.float_range:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=self.float_range[0], to_value=self.float_range[1])]
+        if self.int_range:
+            descriptor.integer_range = [IntegerRange(
+                from_value=self.int_range[0], to_value=self.int_range[1])]
+        return descriptor
+
+    def problem(self, value: Any) -> Optional[str]:
+        """Why `value` is invalid for this parameter, or None when it is valid."""
+        if value is None or self.check is None:
+            return None
+        return self.check(value)
+
+
+PARAMETERS: Tuple[ParameterSpec, ...] = (
+    ParameterSpec('engine_path', ParameterType.PARAMETER_STRING, '',
+                  'Model file: TensorRT .engine/.plan, ONNX .onnx or TorchScript; '
+                  'empty = the default model', read_only=True),
+    ParameterSpec('backend', ParameterType.PARAMETER_STRING, 'auto',
+                  'Inference backend: ' + '|'.join(BACKENDS) + ' (auto: from the file)',
+                  read_only=True, check=_one_of(BACKENDS)),
+    ParameterSpec('device', ParameterType.PARAMETER_STRING, 'auto',
+                  'auto|cpu|cuda|cuda:N', read_only=True, check=_device),
+    ParameterSpec('input_transport', ParameterType.PARAMETER_STRING, 'raw',
+                  'raw: sensor_msgs/Image on `image`; compressed: '
+                  'sensor_msgs/CompressedImage on `<image>/compressed`',
+                  read_only=True, check=_one_of(INPUT_TRANSPORTS)),
+    ParameterSpec('conf_threshold', ParameterType.PARAMETER_DOUBLE, 0.5,
+                  'Minimum confidence of a published detection', float_range=(0.0, 1.0)),
+    ParameterSpec('iou_threshold', ParameterType.PARAMETER_DOUBLE, 0.45,
+                  'NMS: boxes overlapping a better one by more than this IoU are dropped',
+                  float_range=(0.0, 1.0)),
+    ParameterSpec('max_det', ParameterType.PARAMETER_INTEGER, 300,
+                  'Maximum detections per image', int_range=(1, 100000)),
+    ParameterSpec('classes', ParameterType.PARAMETER_INTEGER_ARRAY, None,
+                  'Class indices to keep; unset or empty = all', check=_class_indices),
+    ParameterSpec('agnostic_nms', ParameterType.PARAMETER_BOOL, False,
+                  'NMS across classes instead of per class'),
+    ParameterSpec('class_names', ParameterType.PARAMETER_STRING_ARRAY, None,
+                  'Class names by index; unset or empty = the names stored in the model',
+                  check=_names),
+    ParameterSpec('publish_annotated', ParameterType.PARAMETER_BOOL, True,
+                  'Publish annotated_image (drawn only while someone subscribes)'),
+)
+PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

@@ -1,0 +1,48 @@
+"""Conversions between the detector core's results and ROS messages."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+from vision_msgs.msg import (
+    BoundingBox2D, Detection2D, Detection2DArray, LabelInfo, ObjectHypothesis,
+    ObjectHypothesisWithPose, VisionClass)
+
+from human_detector_ros.image_conversion import bgr_to_image_fields
+from human_detector_ros.postprocess import Detections
+
+
+def detections_to_msg(detections: Detections, header: Header) -> Detection2DArray:
+    """Boxes in source-image pixels -> Detection2DArray; `header` is copied unchanged.
+
+    Each Detection2D holds one hypothesis: class_id is the class index as a string, score the
+    confidence; the box is its centre and size in pixels.
+    """
+    array = Detection2DArray(header=header)
+    for (x1, y1, x2, y2), score, class_id in zip(
+            detections.boxes.tolist(), detections.scores.tolist(),
+            detections.class_ids.tolist()):
+        box = BoundingBox2D(size_x=x2 - x1, size_y=y2 - y1)
+        box.center.position.x = (x1 + x2) / 2.0
+        box.center.position.y = (y1 + y2) / 2.0
+        hypothesis = ObjectHypothesisWithPose(
+            hypothesis=ObjectHypothesis(class_id=str(class_id), score=score))
+        array.detections.append(Detection2D(header=header, results=[hypothesis], bbox=box))
+    return array
+
+
+def label_info_msg(names: Mapping[int, str], threshold: float, header: Header) -> LabelInfo:
+    """The class map (index -> name) and the confidence threshold in force."""
+    class_map = [VisionClass(class_id=index, class_name=name)
+                 for index, name in sorted(names.items())]
+    return LabelInfo(header=header, class_map=class_map, threshold=threshold)
+
+
+def bgr_to_image_msg(bgr: np.ndarray, header: Header) -> Image:
+    """HxWx3 uint8 BGR array -> sensor_msgs/Image bgr8 with the given header."""
+    fields = bgr_to_image_fields(bgr)
+    return Image(header=header, height=fields.height, width=fields.width,
+                 encoding=fields.encoding, is_bigendian=False, step=fields.step,
+                 data=fields.data)

@@ -1,0 +1,44 @@
+"""Shared fixtures: an isolated DDS domain per test run, rclpy in the test process, processes."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from ros_harness import RosProcess  # noqa: E402
+
+# Set before any DDS participant exists: this run's processes see only each other.
+os.environ['ROS_DOMAIN_ID'] = str(os.getpid() % 100 + 1)
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+
+
+@pytest.fixture(scope='module')
+def rclpy_context() -> Iterator[None]:
+    """rclpy initialised for the test process, with the large-image DDS profile."""
+    import rclpy
+    from human_detector_ros.dds_profile import large_image_environment
+    os.environ.update(large_image_environment())
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
+    """Start child processes that are stopped (SIGINT) at the end of the test."""
+    started: List[RosProcess] = []
+
+    def start(command: List[str], name: str, env: Optional[Dict[str, str]] = None
+              ) -> RosProcess:
+        process = RosProcess(command, tmp_path / f'{name}.log', env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,13 +1,18 @@
 """The `human_detector` node: camera images in, vision_msgs detections out.
 
-A thin layer over the ROS-free core: it declares parameters, converts messages, calls
-`HumanDetector` and publishes what it finds with the input's header unchanged.
+A thin layer over the ROS-free core. The subscription callback only hands the newest frame to
+a worker thread, which converts, detects and publishes with the input's header unchanged;
+meanwhile the executor thread keeps receiving (and deserialising) the next frame, answering
+parameter calls and publishing diagnostics.
 """
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from typing import Any, Dict, List, Optional
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -21,14 +26,19 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from human_detector_ros.annotate import draw_detections
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.errors import (
-    HumanDetectorError, InvalidImageError, InvalidParameterError)
+from human_detector_ros.errors import HumanDetectorError, InvalidImageError, InvalidParameterError
+from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 from human_detector_ros.node_parameters import PARAMETERS, PARAMETERS_BY_NAME
 from human_detector_ros.postprocess import NmsConfig
 from human_detector_ros.ros_entry import run_node
 from human_detector_ros.ros_messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
+
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
 
 # Keep only the newest frame: a deeper queue only adds latency.
 IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -38,33 +48,47 @@ LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                             reliability=ReliabilityPolicy.RELIABLE,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 LOG_THROTTLE_S = 5.0
+DIAGNOSTICS_PERIOD_S = 1.0
 
 
 class HumanDetectorNode(Node):
-    """Subscribes `image` (or `<image>/compressed`), publishes `detections`, `label_info`
-    and `annotated_image`."""
+    """Subscribes `image` (or `<image>/compressed`); publishes `detections`, `label_info`,
+    `annotated_image` and `/diagnostics`."""
 
     def __init__(self) -> None:
         super().__init__('human_detector')
+        # rclpy may destroy a node whose construction failed: everything destroy_node
+        # touches exists from here on.
+        self._pending: Optional[Any] = None
+        self._pending_ready = threading.Condition()
+        self._stopping = False
+        self._worker: Optional[threading.Thread] = None
+        self._detector: Optional[HumanDetector] = None
         self._values = self._declare_parameters()
         self._detector = HumanDetector(
             model_path=self._values['engine_path'] or None,
             backend=self._values['backend'], device=self._values['device'])
         self._detector.config = self._nms_config(self._values)
-        self.frames_received = 0
-        self.frames_published = 0
-        self.frames_dropped = 0
+        self.health = PipelineHealth(no_image_warn_s=self._values['no_image_warn_s'])
 
         self._detections_pub = self.create_publisher(Detection2DArray, 'detections', 10)
         self._annotated_pub = self.create_publisher(Image, 'annotated_image', 1)
         self._label_info_pub = self.create_publisher(LabelInfo, 'label_info', LABEL_INFO_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         compressed = self._values['input_transport'] == 'compressed'
         self._to_bgr = compressed_msg_to_bgr if compressed else image_msg_to_bgr
         topic = self.resolve_topic_name('image') + '/compressed' if compressed else 'image'
         self._image_sub = self.create_subscription(
             CompressedImage if compressed else Image, topic, self._on_image, IMAGE_QOS,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+            event_callbacks=SubscriptionEventCallbacks(
+                incompatible_qos=self._on_incompatible_qos))
+
+        self._worker = threading.Thread(target=self._work, name='human_detector_pipeline',
+                                        daemon=True)
+        self._worker.start()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._publish_label_info()
         engine = self._detector.engine
         self.get_logger().info(
@@ -117,30 +141,110 @@ class HumanDetectorNode(Node):
         if updates:
             self._values.update(updates)
             self._detector.config = self._nms_config(self._values)
+            self.health.no_image_warn_s = self._values['no_image_warn_s']
             if {'class_names', 'conf_threshold'} & set(updates):
                 self._publish_label_info()
         return SetParametersResult(successful=True)
 
     def _on_image(self, msg: Any) -> None:
-        self.frames_received += 1
+        self.health.received()
+        with self._pending_ready:
+            if self._pending is not None:
+                self.health.superseded()
+            self._pending = msg
+            self._pending_ready.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._pending_ready:
+                while self._pending is None and not self._stopping:
+                    self._pending_ready.wait()
+                if self._stopping:
+                    return
+                msg, self._pending = self._pending, None
+            try:
+                self._process(msg)
+            except Exception as error:  # the pipeline thread must outlive any one frame
+                self.health.failed(f'{type(error).__name__}: {error}')
+                self.get_logger().error(f'frame dropped, unexpected {type(error).__name__}: '
+                                        f'{error}', throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _process(self, msg: Any) -> None:
+        start = time.perf_counter()
         try:
             bgr = self._to_bgr(msg)
+        except InvalidImageError as error:
+            self.health.invalid(str(error))
+            self.get_logger().warn(f'invalid image dropped: {error}',
+                                   throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        converted = time.perf_counter()
+        try:
             detections = self._detector(bgr)
         except HumanDetectorError as error:
-            self._drop(error)
+            self.health.failed(str(error))
+            self.get_logger().warn(f'frame dropped, inference failed: {error}',
+                                   throttle_duration_sec=LOG_THROTTLE_S)
             return
+        detected = time.perf_counter()
         self._detections_pub.publish(detections_to_msg(detections, msg.header))
-        self.frames_published += 1
         if self._values['publish_annotated'] and self._annotated_pub.get_subscription_count():
             annotated = draw_detections(bgr, detections, self.class_names())
             self._annotated_pub.publish(bgr_to_image_msg(annotated, msg.header))
+        published = time.perf_counter()
+        timings = self._detector.last_timings
+        stamp = msg.header.stamp
+        age_s = time.time() - (stamp.sec + stamp.nanosec * 1e-9)
+        self.health.published(
+            {'convert': (converted - start) * 1e3, 'preprocess': timings.preprocess_ms,
+             'infer': timings.infer_ms, 'postprocess': timings.postprocess_ms,
+             'publish': (published - detected) * 1e3}, age_s * 1e3)
 
-    def _drop(self, error: HumanDetectorError) -> None:
-        self.frames_dropped += 1
-        kind = 'invalid image' if isinstance(error, InvalidImageError) else 'inference failed'
-        self.get_logger().warn(
-            f'dropped frame ({kind}, {self.frames_dropped} dropped so far): {error}',
+    def _publish_diagnostics(self) -> None:
+        report = self.health.report()
+        engine = self._detector.engine
+        values = dict(report.values, backend=engine.backend, device=engine.device,
+                      engine=str(engine.model_path))
+        status = DiagnosticStatus(
+            level=bytes([report.level]), name=f'{self.get_name()}: pipeline',
+            message=report.message, hardware_id=f'{engine.backend} {engine.device}',
+            values=[KeyValue(key=key, value=value) for key, value in values.items()])
+        self._diagnostics_pub.publish(DiagnosticArray(
+            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        self._warn_if_frames_never_arrive()
+
+    def _warn_if_frames_never_arrive(self) -> None:
+        idle_s = self.health.seconds_without_image()
+        topic = self._image_sub.topic_name
+        publishers = self.count_publishers(topic)
+        if idle_s > self._values['no_image_warn_s'] and publishers:
+            self.get_logger().warn(
+                f'{publishers} publisher(s) on {topic} but no frame for {idle_s:.0f} s. '
+                'With FastDDS defaults a best-effort subscriber (this node) receives no image '
+                'of 640x480 or more from another process: start the camera with '
+                'FASTDDS_DEFAULT_PROFILES_FILE (FASTRTPS_DEFAULT_PROFILES_FILE on Humble) set '
+                'to share/human_detector_ros/config/fastdds_large_images.xml, or start this '
+                f'node with -p "qos_overrides.{topic}.subscription.reliability:=reliable" '
+                'for a reliable camera.', throttle_duration_sec=10.0)
+
+    def _on_incompatible_qos(self, event: Any) -> None:
+        self.get_logger().error(
+            f'a publisher on {self._image_sub.topic_name} offers QoS incompatible with this '
+            f'subscription ({event.last_policy_kind}); no frames will arrive from it. If the '
+            'camera is best effort, keep this node best effort (the default): remove '
+            f'qos_overrides.{self._image_sub.topic_name}.subscription.reliability.',
             throttle_duration_sec=LOG_THROTTLE_S)
+
+    def destroy_node(self) -> None:
+        """Stop the pipeline thread, then destroy the node."""
+        with self._pending_ready:
+            self._stopping = True
+            self._pending_ready.notify()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+        if self._detector is not None:
+            self._detector.close()
+        super().destroy_node()
 
 
 def main(args: Optional[List[str]] = None) -> int:

@@ -103,5 +103,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   check=_names),
     ParameterSpec('publish_annotated', ParameterType.PARAMETER_BOOL, True,
                   'Publish annotated_image (drawn only while someone subscribes)'),
+    ParameterSpec('no_image_warn_s', ParameterType.PARAMETER_DOUBLE, 3.0,
+                  'Diagnostics turn WARN after this many seconds without an image',
+                  float_range=(0.1, 3600.0)),
 )
 PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

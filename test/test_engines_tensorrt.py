@@ -10,13 +10,13 @@ import json
 import sys
 from typing import Dict
 
-import cv2
 import numpy as np
 import pytest
 import tensorrt_standin
+from network_inputs import sample_network_input
 from tensorrt_standin import plan_bytes, ultralytics_engine_bytes
 
-from human_detector_ros.assets import default_model_path, sample_image_path
+from human_detector_ros.assets import default_model_path
 from human_detector_ros.engines import detect_backend, load_engine
 from human_detector_ros.engines.tensorrt_engine import TensorRTEngine, choose_input_shape
 from human_detector_ros.errors import InferenceError, ModelLoadError
@@ -33,10 +33,7 @@ def onnx_path() -> str:
 
 @pytest.fixture(scope='module')
 def image() -> np.ndarray:
-    """camera.png resized to 640x640 as float32 [1, 3, 640, 640] in [0, 1]."""
-    bgr = cv2.imread(str(sample_image_path('camera.png')), cv2.IMREAD_COLOR)
-    rgb = cv2.cvtColor(cv2.resize(bgr, (640, 640)), cv2.COLOR_BGR2RGB)
-    return (rgb.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    return sample_network_input('camera.png')
 
 
 @pytest.fixture(scope='module')

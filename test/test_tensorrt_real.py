@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import Any, Optional
 
-import cv2
 import numpy as np
 import pytest
 import tensorrt_standin
+from network_inputs import sample_network_input
 
-from human_detector_ros.assets import default_model_path, sample_image_path
+from human_detector_ros.assets import default_model_path
 from human_detector_ros.engines import load_engine
 from human_detector_ros.engines.tensorrt_engine import import_cudart
 from human_detector_ros.errors import ModelLoadError
@@ -48,9 +48,7 @@ NEEDS_TENSORRT = pytest.mark.skipif(
 
 @pytest.fixture(scope='module')
 def image() -> np.ndarray:
-    bgr = cv2.imread(str(sample_image_path('astronaut.png')), cv2.IMREAD_COLOR)
-    rgb = cv2.cvtColor(cv2.resize(bgr, (640, 640)), cv2.COLOR_BGR2RGB)
-    return (rgb.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    return sample_network_input('astronaut.png')
 
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import array
 import re
-from typing import Any, Dict, NamedTuple, Optional, Union
+import struct
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -21,6 +22,15 @@ BytesLike = Union[bytes, bytearray, memoryview, array.array, np.ndarray]
 
 MAX_DIMENSION = 16384
 """Largest accepted width or height in pixels; anything bigger is treated as a corrupt header."""
+
+MAX_COMPRESSED_PIXELS = 8192 * 8192
+"""Largest decoded size of a compressed image: a few hundred bytes can claim gigapixels."""
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_JPEG_SOI = b'\xff\xd8'
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT/JPG/DAC.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
 
 
 class _Encoding(NamedTuple):
@@ -138,6 +148,12 @@ def compressed_to_bgr(format: str, data: BytesLike) -> np.ndarray:
     buffer = _byte_view(data)
     if buffer.nbytes == 0:
         raise InvalidImageError(f'empty compressed image (format {format!r})')
+    what = f'{format!r} image'
+    height, width = _compressed_size(buffer, what)
+    _check_dimensions(height, width, what)
+    if height * width > MAX_COMPRESSED_PIXELS:
+        raise InvalidImageError(f'{what} claims {width}x{height} pixels, more than '
+                                f'{MAX_COMPRESSED_PIXELS}')
     try:
         bgr = cv2.imdecode(np.frombuffer(buffer, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:
@@ -171,6 +187,58 @@ def _unknown_encoding_message(encoding: str) -> str:
         return (f'encoding {encoding!r} has no colour order; cv_bridge refuses it for bgr8 too. '
                 f'Publish one of: {", ".join(SUPPORTED_ENCODINGS)}')
     return f'unknown encoding {encoding!r}; supported: {", ".join(SUPPORTED_ENCODINGS)}'
+
+
+def _compressed_size(data: memoryview, what: str) -> Tuple[int, int]:
+    """(height, width) a PNG or JPEG declares, read before decoding so that a damaged or
+    hostile header cannot make the decoder allocate gigabytes. InvalidImageError for data
+    that is neither, or whose structure runs past its end."""
+    start = bytes(data[:8])
+    if start == _PNG_SIGNATURE:
+        return _png_size(data, what)
+    if start.startswith(_JPEG_SOI):
+        return _jpeg_size(data, what)
+    raise InvalidImageError(f'{what} is neither PNG nor JPEG (first bytes {start.hex()})')
+
+
+def _png_size(data: memoryview, what: str) -> Tuple[int, int]:
+    if len(data) < 24 or bytes(data[12:16]) != b'IHDR':
+        raise InvalidImageError(f'{what}: PNG without an IHDR header')
+    width, height = struct.unpack_from('>II', data, 16)
+    offset = len(_PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack_from('>I4s', data, offset)
+        offset += 12 + length
+        if offset > len(data):
+            raise InvalidImageError(f'{what}: PNG chunk {kind!r} of {length} bytes runs past '
+                                    f'the {len(data)}-byte data')
+        if kind == b'IEND':
+            break
+    return height, width
+
+
+def _jpeg_size(data: memoryview, what: str) -> Tuple[int, int]:
+    offset = len(_JPEG_SOI)
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            raise InvalidImageError(f'{what}: JPEG marker expected at byte {offset}')
+        marker = data[offset + 1]
+        if marker == 0xFF:
+            offset += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            offset += 2
+            continue
+        length = struct.unpack_from('>H', data, offset + 2)[0]
+        if marker in _JPEG_SOF_MARKERS:
+            if offset + 9 > len(data):
+                break
+            height, width = struct.unpack_from('>HH', data, offset + 5)
+            return height, width
+        if marker == 0xDA or length < 2:
+            break
+        offset += 2 + length
+    raise InvalidImageError(f'{what}: JPEG without a frame header before its image data')
 
 
 def _check_dimensions(height: int, width: int, what: str) -> None:

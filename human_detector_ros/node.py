@@ -175,16 +175,16 @@ class HumanDetectorNode(Node):
             bgr = self._to_bgr(msg)
         except InvalidImageError as error:
             self.health.invalid(str(error))
-            self.get_logger().warn(f'invalid image dropped: {error}',
-                                   throttle_duration_sec=LOG_THROTTLE_S)
+            self.get_logger().warning(f'invalid image dropped: {error}',
+                                      throttle_duration_sec=LOG_THROTTLE_S)
             return
         converted = time.perf_counter()
         try:
             detections = self._detector(bgr)
         except HumanDetectorError as error:
             self.health.failed(str(error))
-            self.get_logger().warn(f'frame dropped, inference failed: {error}',
-                                   throttle_duration_sec=LOG_THROTTLE_S)
+            self.get_logger().warning(f'frame dropped, inference failed: {error}',
+                                      throttle_duration_sec=LOG_THROTTLE_S)
             return
         detected = time.perf_counter()
         self._detections_pub.publish(detections_to_msg(detections, msg.header))
@@ -218,10 +218,10 @@ class HumanDetectorNode(Node):
         topic = self._image_sub.topic_name
         publishers = self.count_publishers(topic)
         if idle_s > self._values['no_image_warn_s'] and publishers:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f'{publishers} publisher(s) on {topic} but no frame for {idle_s:.0f} s. '
-                'With FastDDS defaults a best-effort subscriber (this node) receives no image '
-                'of 640x480 or more from another process: start the camera with '
+                'With FastDDS defaults a best-effort subscriber (this node) loses most or all '
+                'images of 640x480 or more from another process: start the camera with '
                 'FASTDDS_DEFAULT_PROFILES_FILE (FASTRTPS_DEFAULT_PROFILES_FILE on Humble) set '
                 'to share/human_detector_ros/config/fastdds_large_images.xml, or start this '
                 f'node with -p "qos_overrides.{topic}.subscription.reliability:=reliable" '

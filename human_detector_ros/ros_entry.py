@@ -1,41 +1,50 @@
 """Running a node as a program: clear startup errors, clean exit on Ctrl-C and SIGTERM."""
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Callable, List, Optional
+import threading
+from typing import Any, Callable, List, Optional
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from human_detector_ros.errors import HumanDetectorError
+
+SPIN_PERIOD_S = 0.1
 
 
 def run_node(make_node: Callable[[], Node], program: str,
              args: Optional[List[str]] = None) -> int:
-    """Spin the node `make_node()` builds until shutdown; return the process exit code.
+    """Spin the node `make_node()` builds until SIGINT/SIGTERM; return the exit code.
 
-    A HumanDetectorError while building the node is a setup problem: its message goes to
-    stderr, without a traceback, and the exit code is 1.
+    The signals only ask the spin loop to stop: rclpy's own handlers would shut the context
+    down first, and destroying a node after that can crash the process. A HumanDetectorError
+    while building the node is a setup problem: its message goes to stderr, without a
+    traceback, and the exit code is 1.
     """
-    rclpy.init(args=args)
-    # Made before the node: a signal during start-up invalidates the context, and an
-    # executor created after that fails instead of returning.
-    executor = SingleThreadedExecutor()
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, request_stop)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = make_node()
     except HumanDetectorError as error:
         print(f'{program}: {error}', file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    except Exception:
-        if rclpy.ok():
-            raise
-        return 0  # stopped by Ctrl-C or SIGTERM while starting
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+    except ExternalShutdownException:
         pass
     finally:
         executor.shutdown()

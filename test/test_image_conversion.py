@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import struct
 from types import SimpleNamespace
 from typing import Callable, Dict, Tuple
 
@@ -437,8 +438,8 @@ def test_compressed_msg_to_bgr_reads_any_object_with_compressed_fields() -> None
 
 @pytest.mark.parametrize('data,match', [
     (b'', 'empty'),
-    (b'definitely not an image', 'cannot decode'),
-    (bytes(range(256)) * 4, 'cannot decode'),
+    (b'definitely not an image', 'neither PNG nor JPEG'),
+    (bytes(range(256)) * 4, 'neither PNG nor JPEG'),
 ])
 def test_bad_compressed_data_raises(data: bytes, match: str) -> None:
     with raises_invalid(match):
@@ -448,6 +449,41 @@ def test_bad_compressed_data_raises(data: bytes, match: str) -> None:
 def test_truncated_png_raises() -> None:
     with raises_invalid('cannot decode'):
         compressed_to_bgr('png', encoded('.png', known_bgr(20, 20))[:40])
+
+
+def _with_png_chunk_length(png: bytes, chunk: bytes, length: int) -> bytes:
+    at = png.index(chunk) - 4
+    return png[:at] + struct.pack('>I', length) + png[at + 4:]
+
+
+def _with_jpeg_frame_size(jpeg: bytes, height: int, width: int) -> bytes:
+    at = jpeg.index(b'\xff\xc0') + 5
+    return jpeg[:at] + struct.pack('>HH', height, width) + jpeg[at + 4:]
+
+
+def test_headers_claiming_huge_images_are_refused_before_decoding() -> None:
+    png = encoded('.png', known_bgr(20, 20))
+    jpeg = encoded('.jpg', known_bgr(20, 20))
+    with raises_invalid('runs past'):
+        compressed_to_bgr('png', _with_png_chunk_length(png, b'IDAT', 2147483758))
+    with raises_invalid('outside'):
+        compressed_to_bgr('png', png[:16] + struct.pack('>II', 100000, 100000) + png[24:])
+    with raises_invalid('more than'):
+        compressed_to_bgr('jpeg', _with_jpeg_frame_size(jpeg, 16000, 16000))
+    np.testing.assert_array_equal(
+        compressed_to_bgr('jpeg', _with_jpeg_frame_size(jpeg, 20, 20)),
+        compressed_to_bgr('jpeg', jpeg))
+
+
+def test_jpeg_without_a_frame_header_is_refused() -> None:
+    jpeg = encoded('.jpg', known_bgr(20, 20))
+    start_of_scan = jpeg.index(b'\xff\xda')
+    frame = jpeg.index(b'\xff\xc0')
+    frame_length = struct.unpack('>H', jpeg[frame + 2:frame + 4])[0]
+    without_frame = jpeg[:frame] + jpeg[frame + 2 + frame_length:]
+    assert start_of_scan > frame
+    with raises_invalid('frame header'):
+        compressed_to_bgr('jpeg', without_frame)
 
 
 def test_compressed_depth_is_refused() -> None:

@@ -33,7 +33,7 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
     """Start child processes that are stopped (SIGINT) at the end of the test."""
     started: List[RosProcess] = []
 
-    def start(command: List[str], name: str, env: Optional[Dict[str, str]] = None
+    def start(command: List[str], name: str, env: Optional[Dict[str, Optional[str]]] = None
               ) -> RosProcess:
         process = RosProcess(command, tmp_path / f'{name}.log', env)
         started.append(process)
@@ -42,3 +42,21 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny YOLO-shaped test model (test/tiny_model.py): ~1 ms a frame."""
+    pytest.importorskip('onnx')
+    from tiny_model import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp('models') / 'tiny_test_model.onnx')
+
+
+@pytest.fixture(scope='session')
+def failing_tiny_model(tmp_path_factory) -> Path:
+    """The tiny test model that fails at run time on an all-white frame."""
+    pytest.importorskip('onnx')
+    from tiny_model import build_tiny_model
+    return build_tiny_model(
+        tmp_path_factory.mktemp('models') / 'tiny_test_model_fails_on_white.onnx',
+        fail_on_white=True)

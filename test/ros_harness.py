@@ -4,30 +4,56 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import rclpy
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 
+from human_detector_ros.ros_paths import installed_config, installed_executable
+
+PIPELINE_COUNTS = ('frames published', 'frames dropped (invalid image)',
+                   'frames dropped (inference failed)', 'frames superseded by newer ones')
+"""The diagnostics keys of the outcomes of a frame; they add up to 'frames received'."""
+
 
 class RosProcess:
-    """A child process whose output goes to a file; stopped with SIGINT like Ctrl-C."""
+    """A child process whose output goes to a file; stopped with SIGINT like Ctrl-C.
+
+    `env` adds to this process's environment; a variable set to None is removed.
+    """
 
     def __init__(self, command: List[str], log_path: Path,
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, Optional[str]]] = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, 'w')
+        environment = dict(os.environ)
+        for name, value in (env or {}).items():
+            if value is None:
+                environment.pop(name, None)
+            else:
+                environment[name] = value
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=dict(os.environ, **(env or {})))
+                                        env=environment)
 
     def output(self) -> str:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text()
+
+    def wait_for_output(self, text: str, timeout_s: float) -> bool:
+        """True once `text` is in the output; False on timeout or when the process ended."""
+        end = time.monotonic() + timeout_s
+        while text not in self.output():
+            if time.monotonic() > end or self.process.poll() is not None:
+                return text in self.output()
+            time.sleep(0.05)
+        return True
 
     def stop(self, timeout_s: float = 20.0) -> int:
         """SIGINT, then wait; kill if it does not exit. Returns the exit code."""
@@ -86,3 +112,79 @@ def ros2_param_set(node: Node, target: str, name: str, text: str,
         return future.result().results[0]
     finally:
         node.destroy_client(client)
+
+
+def detector_command(*arguments: str) -> List[str]:
+    """The human_detector node as `ros2 run` starts it, with the installed params file."""
+    return [installed_executable('human_detector'), '--ros-args',
+            '--params-file', installed_config('human_detector.yaml'), *arguments]
+
+
+def deep_reliable_input(topic: str) -> List[str]:
+    """Arguments that make the node's input `topic` reliable and deep (QoS overrides), so
+    that a test can account for every frame it sends."""
+    prefix = f'qos_overrides.{topic}.subscription.'
+    return ['-p', prefix + 'reliability:=reliable', '-p', prefix + 'history:=keep_last',
+            '-p', prefix + 'depth:=100000']
+
+
+class DiagnosticsMonitor:
+    """Collects the /diagnostics statuses named `status_name`, in arrival order."""
+
+    def __init__(self, node: Node, status_name: str = 'human_detector: pipeline') -> None:
+        self.node = node
+        self.status_name = status_name
+        self.statuses: List[DiagnosticStatus] = []
+        self._subscription = node.create_subscription(
+            DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        self.statuses += [status for status in msg.status if status.name == self.status_name]
+
+    def latest(self) -> Optional[DiagnosticStatus]:
+        return self.statuses[-1] if self.statuses else None
+
+    def values(self) -> Dict[str, str]:
+        """Key/values of the newest status; empty before the first."""
+        latest = self.latest()
+        return {kv.key: kv.value for kv in latest.values} if latest else {}
+
+    def counts(self) -> Dict[str, int]:
+        """'frames received' and PIPELINE_COUNTS of the newest status, as integers."""
+        values = self.values()
+        return {key: int(values[key]) for key in ('frames received',) + PIPELINE_COUNTS
+                if key in values}
+
+    def wait_for(self, condition: Callable[[DiagnosticStatus], bool], timeout_s: float
+                 ) -> Optional[DiagnosticStatus]:
+        """Spin until a status arriving from now on satisfies `condition`; return it, or
+        None on timeout."""
+        seen = len(self.statuses)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            for status in self.statuses[seen:]:
+                if condition(status):
+                    return status
+            seen = len(self.statuses)
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        return None
+
+    def settled_counts(self, received: Optional[int] = None, timeout_s: float = 10.0
+                       ) -> Dict[str, int]:
+        """Spin until a status says `received` frames (any number if None) came in and each
+        has an outcome; return its counts (the last ones seen on timeout). With None, only
+        statuses that arrive after this call count."""
+        if received is None:
+            self.statuses.clear()
+
+        def settled() -> bool:
+            counts = self.counts()
+            return bool(counts) and received in (None, counts['frames received']) and \
+                counts['frames received'] == sum(counts[key] for key in PIPELINE_COUNTS)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and not settled():
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        return self.counts()
+
+    def destroy(self) -> None:
+        self.node.destroy_subscription(self._subscription)

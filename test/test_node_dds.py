@@ -16,9 +16,8 @@ from human_detector_ros.assets import sample_image_path
 from human_detector_ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.image_conversion import image_msg_to_bgr
-from human_detector_ros.ros_paths import installed_config, installed_executable
 from human_detector_ros.sample_camera import read_bgr
-from ros_harness import RosProcess, ros2_param_set
+from ros_harness import detector_command, RosProcess, ros2_param_set
 
 # Upstream vision_msgs 4.x hashes, from a build of the real package (rosidl JSON output).
 UPSTREAM_TYPE_HASHES = {
@@ -49,10 +48,7 @@ def boxes_of(msg: Detection2DArray) -> np.ndarray:
 @pytest.fixture(scope='module')
 def detector_node(rclpy_context, tmp_path_factory) -> Iterator[RosProcess]:
     log = tmp_path_factory.mktemp('node') / 'human_detector.log'
-    process = RosProcess(
-        [installed_executable('human_detector'), '--ros-args',
-         '--params-file', installed_config('human_detector.yaml'),
-         '-r', 'image:=/test/camera/image'], log)
+    process = RosProcess(detector_command('-r', 'image:=/test/camera/image'), log)
     yield process
     assert process.stop() == 0, process.output()
     assert 'Traceback' not in process.output()

@@ -16,15 +16,11 @@ from vision_msgs.msg import Detection2DArray
 from human_detector_ros.assets import sample_image_path
 from human_detector_ros.detection_client import DetectionClient
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.ros_paths import installed_config, installed_executable
+from human_detector_ros.ros_paths import installed_executable
 from human_detector_ros.sample_camera import read_bgr
+from ros_harness import detector_command
 
 STARTUP_S = 60.0
-
-
-def node_command(*arguments: str) -> List[str]:
-    return [installed_executable('human_detector'), '--ros-args',
-            '--params-file', installed_config('human_detector.yaml'), *arguments]
 
 
 def median_inference_s(frame: np.ndarray) -> float:
@@ -41,8 +37,8 @@ def test_camera_twice_as_fast_as_inference_never_builds_a_backlog(rclpy_context,
     frame = read_bgr(str(sample_image_path('camera.png')))
     inference_s = median_inference_s(frame)
     camera_period_s = inference_s / 2
-    node = start_process(node_command('-r', 'image:=/aged/image', '-r',
-                                      'detections:=/aged/detections'), 'node')
+    node = start_process(detector_command('-r', 'image:=/aged/image', '-r',
+                                          'detections:=/aged/detections'), 'node')
     start_process([installed_executable('sample_camera'), '--ros-args',
                    '-p', f'images:=[{sample_image_path("camera.png")}]',
                    '-p', f'rate_hz:={1.0 / camera_period_s:.3f}',
@@ -71,9 +67,9 @@ def test_camera_twice_as_fast_as_inference_never_builds_a_backlog(rclpy_context,
 
 
 def test_compressed_input_on_the_image_transport_subtopic(rclpy_context, start_process):
-    node = start_process(node_command('-p', 'input_transport:=compressed',
-                                      '-r', 'image:=/jpeg_cam/image',
-                                      '-r', 'detections:=/jpeg_cam/detections'), 'node')
+    node = start_process(detector_command('-p', 'input_transport:=compressed',
+                                          '-r', 'image:=/jpeg_cam/image',
+                                          '-r', 'detections:=/jpeg_cam/detections'), 'node')
     client = DetectionClient('compressed_client', '/unused/image')
     received: List[Detection2DArray] = []
     client.create_subscription(Detection2DArray, '/jpeg_cam/detections', received.append, 10)
@@ -98,8 +94,8 @@ def test_compressed_input_on_the_image_transport_subtopic(rclpy_context, start_p
 
 @pytest.mark.parametrize('stop_signal', [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_stop_the_node_cleanly(rclpy_context, start_process, stop_signal):
-    node = start_process(node_command('-r', '__node:=stopped_detector',
-                                      '-r', 'image:=/stopped/image'), 'node')
+    node = start_process(detector_command('-r', '__node:=stopped_detector',
+                                          '-r', 'image:=/stopped/image'), 'node')
     client = DetectionClient('stop_probe', '/stopped/image')
     try:
         assert client.wait_for_detector(STARTUP_S), node.output()
@@ -122,7 +118,7 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(rclpy_context, start_process, 
 ])
 def test_bad_setup_ends_with_one_clear_message_and_exit_code_1(
         start_process, arguments, expected):
-    node = start_process(node_command(*arguments), 'node')
+    node = start_process(detector_command(*arguments), 'node')
     assert node.process.wait(timeout=STARTUP_S) == 1
     output = node.output()
     assert expected in output
@@ -132,7 +128,7 @@ def test_bad_setup_ends_with_one_clear_message_and_exit_code_1(
 def test_corrupt_model_file_is_refused_at_start(start_process, tmp_path):
     model = tmp_path / 'corrupt.onnx'
     model.write_bytes(b'\x08\x07' + bytes(range(256)) * 10)
-    node = start_process(node_command('-p', f'engine_path:={model}'), 'node')
+    node = start_process(detector_command('-p', f'engine_path:={model}'), 'node')
     assert node.process.wait(timeout=STARTUP_S) == 1
     assert str(model) in node.output()
     assert 'Traceback' not in node.output()

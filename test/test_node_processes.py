@@ -9,7 +9,8 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import CompressedImage
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
@@ -132,3 +133,18 @@ def test_corrupt_model_file_is_refused_at_start(start_process, tmp_path):
     assert node.process.wait(timeout=STARTUP_S) == 1
     assert str(model) in node.output()
     assert 'Traceback' not in node.output()
+
+
+def test_incompatible_camera_qos_is_logged_with_the_fix(rclpy_context, start_process):
+    node = start_process(detector_command(
+        '-r', 'image:=/strict/image',
+        '-p', 'qos_overrides./strict/image.subscription.reliability:=reliable'), 'node')
+    client = DetectionClient('best_effort_camera', '/unused/image')
+    camera = client.create_publisher(
+        Image, '/strict/image', QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    try:
+        assert node.wait_for_output('incompatible', STARTUP_S), node.output()
+    finally:
+        client.destroy_publisher(camera)
+        client.destroy_node()
+    assert 'qos_overrides./strict/image.subscription.reliability' in node.output()

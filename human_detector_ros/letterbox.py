@@ -6,6 +6,7 @@ the extra pixel at the bottom/right. `boxes_to_source` undoes exactly that geome
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -115,19 +116,43 @@ def letterbox(bgr: np.ndarray, transform: LetterboxTransform,
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _scaled_grey_levels(dtype: np.dtype) -> np.ndarray:
+    """(256,) grey level / 255 in float `dtype`, float16 seen as uint16 (cv2 has no float16).
+
+    Divides (never multiplies by 1/255) so values equal Ultralytics' to the last bit.
+    """
+    levels = np.arange(256, dtype=dtype)
+    np.divide(levels, 255, out=levels)
+    levels.flags.writeable = False
+    return levels.view(np.uint16) if levels.dtype == np.float16 else levels
+
+
 def to_network_input(letterboxed_bgr: np.ndarray, dtype: np.dtype = np.float32,
-                     out: Optional[np.ndarray] = None) -> np.ndarray:
+                     out: Optional[np.ndarray] = None,
+                     planes: Optional[np.ndarray] = None) -> np.ndarray:
     """(H, W, 3) uint8 BGR -> [1, 3, H, W] RGB in `dtype` (float32/float16), values / 255.
 
-    Divides (never multiplies by 1/255) so values equal Ultralytics' to the last bit. Writes
-    into `out` when given and returns it.
+    Two cv2 passes, no temporaries: the channels go to RGB planes (`planes`, a (3, H, W)
+    uint8 scratch buffer, allocated when not given), then a 256-entry table maps each grey
+    level to its exact quotient (far faster than numpy's float16 division). Writes into
+    `out` when given and returns it.
     """
     height, width = letterboxed_bgr.shape[:2]
     shape = (1, 3, height, width)
     if out is None:
         out = np.empty(shape, dtype=dtype)
-    elif out.shape != shape or out.dtype != np.dtype(dtype):
-        raise ValueError(f'out must be {shape} {np.dtype(dtype)}, got {out.shape} {out.dtype}')
-    np.copyto(out[0], letterboxed_bgr[:, :, ::-1].transpose(2, 0, 1))
-    np.divide(out, 255, out=out)
+    elif out.shape != shape or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous:
+        raise ValueError(f'out must be C-contiguous {shape} {np.dtype(dtype)}, got {out.shape} '
+                         f'{out.dtype}')
+    if planes is None:
+        planes = np.empty((3, height, width), dtype=np.uint8)
+    elif planes.shape != shape[1:] or planes.dtype != np.uint8 or not planes.flags.c_contiguous:
+        raise ValueError(f'planes must be C-contiguous {shape[1:]} uint8, got {planes.shape} '
+                         f'{planes.dtype}')
+    cv2.mixChannels([np.ascontiguousarray(letterboxed_bgr)], [planes[0], planes[1], planes[2]],
+                    [0, 2, 1, 1, 2, 0])
+    table = _scaled_grey_levels(np.dtype(dtype))
+    cv2.LUT(planes.reshape(3 * height, width), table,
+            dst=out.view(table.dtype).reshape(3 * height, width))
     return out

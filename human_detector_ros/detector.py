@@ -1,4 +1,9 @@
-"""HumanDetector: letterbox -> engine -> NMS, each stage timed, boxes in source pixels."""
+"""HumanDetector: letterbox -> engine -> NMS, each stage timed, boxes in source pixels.
+
+Two ways through the stages: numpy on the host around `engine.infer` (every backend), or
+`gpu_pipeline.TorchPipeline` on the engine's torch device (TorchScript; picked automatically on
+CUDA, where it keeps the frame on the GPU from upload to the kept rows).
+"""
 from __future__ import annotations
 
 import pathlib
@@ -10,15 +15,24 @@ import numpy as np
 
 from human_detector_ros.assets import default_model_path
 from human_detector_ros.engines import load_engine
-from human_detector_ros.errors import InferenceError, InvalidImageError
+from human_detector_ros.errors import InferenceError, InvalidImageError, ModelLoadError
+from human_detector_ros.gpu_pipeline import supports_torch_pipeline, TorchPipeline
 from human_detector_ros.letterbox import (
     letterbox, letterbox_transform, LetterboxTransform, to_network_input)
 from human_detector_ros.postprocess import Detections, NmsConfig, postprocess, resolve_layout
 
+PIPELINES = ('auto', 'numpy', 'torch')
+
 
 @dataclass(frozen=True)
 class StageTimings:
-    """Wall time of each stage of one frame, in milliseconds."""
+    """Time of each stage of one frame, in milliseconds.
+
+    Numpy pipeline: host wall time. Torch pipeline on CUDA: CUDA events recorded on its stream
+    time the device work and are read after the frame's one synchronisation (timing adds no
+    sync); preprocess = frame checks + host copy + upload + letterbox, infer = forward,
+    postprocess = NMS + download + host decode.
+    """
 
     preprocess_ms: float = 0.0
     infer_ms: float = 0.0
@@ -33,30 +47,56 @@ class HumanDetector:
     """A YOLO detector on BGR images: `detector(bgr) -> Detections` in source pixels.
 
     The engine (and so the network input size, dtype and output layout) is fixed at
-    construction; `config` (an NmsConfig) may be replaced at any time. The letterbox and
-    network input buffers are allocated once and reused for every frame; the letterbox
-    geometry is recomputed only when the source size changes.
+    construction; `config` (an NmsConfig) may be replaced at any time. Buffers are allocated
+    once and reused for every frame; the letterbox geometry is recomputed only when the source
+    size changes.
+
+    pipeline: 'numpy' (host stages), 'torch' (`TorchPipeline` on the engine's device; needs a
+    TorchScript engine) or 'auto' (torch when the engine runs torch on CUDA). resize_on: where
+    the torch pipeline letterboxes, 'device' or 'host' (see TorchPipeline). The stage methods
+    `preprocess`, `infer` and `postprocess` are the numpy pipeline's, whichever `__call__` uses.
     """
 
     def __init__(self, model_path: Union[str, pathlib.Path, None] = None, backend: str = 'auto',
                  device: str = 'auto', conf_threshold: float = 0.5,
                  iou_threshold: float = 0.45, max_det: int = 300,
-                 classes: Optional[Sequence[int]] = None, agnostic_nms: bool = False) -> None:
+                 classes: Optional[Sequence[int]] = None, agnostic_nms: bool = False,
+                 pipeline: str = 'auto', resize_on: str = 'device') -> None:
         if model_path is None:
             model_path = default_model_path()
+        if pipeline not in PIPELINES:
+            raise ValueError(f'pipeline must be one of {PIPELINES}, got {pipeline!r}')
         self.config = NmsConfig(conf_threshold=conf_threshold, iou_threshold=iou_threshold,
                                 max_det=max_det,
                                 classes=None if classes is None else tuple(classes),
                                 agnostic=agnostic_nms)
         self.engine = load_engine(pathlib.Path(model_path), backend=backend, device=device)
-        self.layout = resolve_layout(self.engine.outputs)
+        try:
+            self.layout = resolve_layout(self.engine.outputs)
+            self.torch_pipeline = self._make_torch_pipeline(pipeline, resize_on)
+        except BaseException:
+            self.engine.close()
+            raise
         self.names: Dict[int, str] = dict(self.engine.metadata.names)
         self.input_hw: Tuple[int, int] = self.engine.input_hw
         self.input_dtype = np.dtype(self.engine.inputs[0].dtype)
         self.last_timings = StageTimings()
         self._letterboxed = np.empty(self.input_hw + (3,), dtype=np.uint8)
+        self._planes = np.empty((3,) + self.input_hw, dtype=np.uint8)
         self._input = np.empty((1, 3) + self.input_hw, dtype=self.input_dtype)
         self._transform: Optional[LetterboxTransform] = None
+
+    def _make_torch_pipeline(self, pipeline: str, resize_on: str) -> Optional[TorchPipeline]:
+        supported = supports_torch_pipeline(self.engine)
+        if pipeline == 'torch' and not supported:
+            raise ModelLoadError(
+                f'The torch pipeline needs a TorchScript model, and {self.engine.model_path} '
+                f'runs on {self.engine.backend}. Use pipeline "auto" or "numpy", or export the '
+                f'model with `yolo export model=best.pt format=torchscript`.')
+        if pipeline == 'numpy' or not supported or (
+                pipeline == 'auto' and not self.engine.device.startswith('cuda')):
+            return None
+        return TorchPipeline(self.engine, self.layout, self.postprocess, resize_on=resize_on)
 
     def transform_for(self, src_hw: Tuple[int, int]) -> LetterboxTransform:
         """The letterbox of a source of size (h, w); the last one is kept for the next frame."""
@@ -64,20 +104,26 @@ class HumanDetector:
             self._transform = letterbox_transform(src_hw, self.input_hw)
         return self._transform
 
+    def checked_transform(self, bgr: np.ndarray) -> LetterboxTransform:
+        """The letterbox of `bgr`; InvalidImageError unless it is a non-empty HxWx3 uint8 array."""
+        if not isinstance(bgr, np.ndarray) or bgr.dtype != np.uint8 or bgr.ndim != 3 \
+                or bgr.shape[2] != 3 or bgr.shape[0] == 0 or bgr.shape[1] == 0:
+            described = (f'{bgr.shape} {bgr.dtype}' if isinstance(bgr, np.ndarray)
+                         else type(bgr).__name__)
+            raise InvalidImageError(f'expected a non-empty HxWx3 uint8 BGR image, got {described}')
+        return self.transform_for((int(bgr.shape[0]), int(bgr.shape[1])))
+
     def preprocess(self, bgr: np.ndarray) -> Tuple[np.ndarray, LetterboxTransform]:
         """HxWx3 uint8 BGR -> ([1, 3, H, W] network input, its transform).
 
         The input array is this detector's buffer: it is overwritten by the next call.
         Raises InvalidImageError for anything but a non-empty HxWx3 uint8 array.
         """
-        if not isinstance(bgr, np.ndarray) or bgr.dtype != np.uint8 or bgr.ndim != 3 \
-                or bgr.shape[2] != 3 or bgr.shape[0] == 0 or bgr.shape[1] == 0:
-            described = (f'{bgr.shape} {bgr.dtype}' if isinstance(bgr, np.ndarray)
-                         else type(bgr).__name__)
-            raise InvalidImageError(f'expected a non-empty HxWx3 uint8 BGR image, got {described}')
-        transform = self.transform_for((int(bgr.shape[0]), int(bgr.shape[1])))
+        transform = self.checked_transform(bgr)
         letterbox(bgr, transform, out=self._letterboxed)
-        return to_network_input(self._letterboxed, self.input_dtype, out=self._input), transform
+        network_input = to_network_input(self._letterboxed, self.input_dtype, out=self._input,
+                                         planes=self._planes)
+        return network_input, transform
 
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
         """[1, 3, H, W] network input -> named engine outputs (not to be modified)."""
@@ -97,6 +143,15 @@ class HumanDetector:
     def __call__(self, bgr: np.ndarray) -> Detections:
         """HxWx3 uint8 BGR image -> Detections in its pixels; sets `last_timings`."""
         start = time.perf_counter()
+        if self.torch_pipeline is not None:
+            transform = self.checked_transform(bgr)
+            try:
+                detections = self.torch_pipeline.run(bgr, transform, self.config, start)
+            except RuntimeError as error:
+                raise InferenceError(f'torch pipeline of {self.engine.model_path.name} '
+                                     f'failed: {error}') from None
+            self.last_timings = StageTimings(*self.torch_pipeline.stage_ms)
+            return detections
         images, transform = self.preprocess(bgr)
         preprocessed = time.perf_counter()
         outputs = self.infer(images)
@@ -109,7 +164,8 @@ class HumanDetector:
         return detections
 
     def close(self) -> None:
-        """Release the engine."""
+        """Release the torch pipeline's buffers and graphs, then the engine."""
+        self.torch_pipeline = None
         self.engine.close()
 
     def __enter__(self) -> HumanDetector:

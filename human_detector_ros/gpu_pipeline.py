@@ -1,0 +1,363 @@
+"""Whole frames through a torch engine on its own device: GPU-resident on CUDA.
+
+On CUDA, one frame costs one synchronisation: the HxWx3 uint8 BGR frame is copied into a pinned
+host buffer (torch's parallel CPU copy) and uploaded asynchronously; letterbox + BGR->RGB +
+/255 + dtype cast, the engine's forward and a fixed-size NMS run on one stream, each replayed
+as a CUDA graph when capture works (eager otherwise, with the reason logged); one small copy
+brings back the kept rows, and waiting for it is the only host synchronisation. Buffers are
+allocated once (the frame buffers once per source size), so the steady state allocates nothing.
+
+The fixed-size NMS is Ultralytics' `non_max_suppression` with static shapes, so it needs no
+host round trip: the best `capacity` candidates by score (a stable sort, as the numpy NMS),
+their IoU matrix, and the greedy suppression solved as a fixed point (a box is kept when no
+kept, better box suppresses it; each round settles at least one more box). It also reports the
+candidate count and whether the rounds reached the fixed point; when they did not, or there
+were more candidates than `capacity`, that frame falls back to the exact `postprocess_torch`
+NMS. Either way the result equals the numpy path's for the same engine outputs.
+
+The same code runs on a CPU torch device (no pinned memory, streams or graphs), which is how it
+is tested without a GPU.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TYPE_CHECKING
+
+import numpy as np
+
+from human_detector_ros import postprocess_torch
+from human_detector_ros.letterbox import letterbox, letterbox_transform, LetterboxTransform
+from human_detector_ros.letterbox_torch import letterbox_to_input
+from human_detector_ros.postprocess import (
+    Detections, MAX_WH, NmsConfig, OutputLayout, rows_to_detections)
+
+if TYPE_CHECKING:
+    import torch
+
+LOG = logging.getLogger(__name__)
+RESIZE_ON = ('device', 'host')
+# The default model has at most ~60 candidates per frame even at conf 0.05; more than this
+# many takes the exact fallback.
+NMS_CAPACITY = 512
+NMS_ROUNDS = 8
+GRAPH_WARMUP_RUNS = 3
+KEPT_SOURCE_SIZES = 4
+# Row 0 of the fixed-size NMS result: kept count, candidate count, unsettled boxes.
+_KEPT, _CANDIDATES, _UNSETTLED = 0, 1, 2
+
+
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a numpy float dtype (float16 or float32)."""
+    import torch
+
+    return torch.float16 if np.dtype(dtype) == np.float16 else torch.float32
+
+
+def supports_torch_pipeline(engine: Any) -> bool:
+    """Whether `engine` runs torch tensors on its own device (it has `infer_torch`)."""
+    return callable(getattr(engine, 'infer_torch', None))
+
+
+class NmsLimits:
+    """An NmsConfig as device tensors, so a captured NMS follows config changes.
+
+    conf: float32 scalar (candidates score > conf, compared in float32 as numpy does);
+    iou: float64 scalar (IoU > iou compared in float64, as torchvision's CPU kernel does);
+    class_offset: float32 scalar, 0 when agnostic else MAX_WH; class_mask: (nc,) bool.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        import torch
+
+        self.conf = torch.zeros((), dtype=torch.float32, device=device)
+        self.iou = torch.zeros((), dtype=torch.float64, device=device)
+        self.class_offset = torch.zeros((), dtype=torch.float32, device=device)
+        self.class_mask = torch.ones((num_classes,), dtype=torch.bool, device=device)
+        self.applied: Optional[NmsConfig] = None
+
+    def apply(self, config: NmsConfig) -> None:
+        """Write `config` into the tensors (fill kernels on the current stream, no sync)."""
+        if config == self.applied:
+            return
+        self.conf.fill_(config.conf_threshold)
+        self.iou.fill_(config.iou_threshold)
+        self.class_offset.fill_(0 if config.agnostic else MAX_WH)
+        self.class_mask.fill_(config.classes is None)
+        for class_id in config.classes or ():
+            if 0 <= class_id < self.class_mask.shape[0]:
+                self.class_mask[class_id].fill_(True)
+        self.applied = config
+
+
+def fixed_size_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,
+                   rounds: int) -> torch.Tensor:
+    """One image's raw head output (4+nc, N) -> (k + 2, 6) float32, k = min(N, capacity).
+
+    Row 0: kept count, candidate count, number of boxes the rounds left unsettled. Rows 1 to
+    kept: x1, y1, x2, y2, score, class of the kept boxes, best first, in letterbox pixels.
+    Valid only when candidates <= k and nothing is unsettled. Every shape is static: no sync.
+    """
+    import torch
+
+    prediction = prediction.float()
+    scores, class_ids = prediction[4:].max(0)
+    candidate = (scores > limits.conf) & limits.class_mask[class_ids]
+    order = torch.sort(torch.where(candidate, scores, -1.0), descending=True,
+                       stable=True).indices[:capacity]
+    count = order.shape[0]
+    picked = torch.cat((prediction[:4], scores[None], class_ids[None].float()))[:, order].T
+    half_wh = picked[:, 2:4] / 2
+    rows = torch.cat((picked[:, :2] - half_wh, picked[:, :2] + half_wh, picked[:, 4:]), 1)
+    shifted = rows[:, :4] + rows[:, 5:] * limits.class_offset
+    corners = shifted.view(count, 2, 2)
+    sides = (torch.minimum(corners[:, None, 1], corners[:, 1])
+             - torch.maximum(corners[:, None, 0], corners[:, 0])).clamp_(min=0)
+    inter = sides[..., 0] * sides[..., 1]
+    extent = corners[:, 1] - corners[:, 0]
+    areas = extent[:, 0] * extent[:, 1]
+    iou = inter / (areas[:, None] + areas - inter)
+    # suppressed_by[j, i] = 1 when the better box i (i < j) suppresses box j.
+    suppressed_by = (iou.double() > limits.iou).tril_(-1).float()
+    candidates = candidate.sum()
+    allowed = (torch.arange(count, device=prediction.device) < candidates).float()
+    keep = allowed
+    for _ in range(rounds + 1):
+        keep, previous = torch.addmv(allowed, suppressed_by, keep, alpha=-1).clamp_(min=0), keep
+    kept = previous > 0
+    slot = torch.where(kept, kept.cumsum(0), count + 1)
+    packed = torch.zeros((count + 2, 6), dtype=torch.float32, device=prediction.device)
+    packed[slot] = rows
+    packed[0, :3] = torch.stack((kept.sum(), candidates, (keep != previous).sum())).float()
+    return packed
+
+
+class _Launch:
+    """A function of static tensors: replayed as a CUDA graph once captured, else called."""
+
+    def __init__(self, function: Callable[[], Any], name: str) -> None:
+        self.function = function
+        self.name = name
+        self.graph: Any = None
+        self.result: Any = None
+
+    def capture(self, stream: torch.cuda.Stream, pool: Any = None) -> bool:
+        """Warm up on `stream`, then capture one call; False (and a logged reason) on failure."""
+        import torch
+
+        try:
+            stream.wait_stream(torch.cuda.current_stream(stream.device))
+            with torch.cuda.stream(stream):
+                for _ in range(GRAPH_WARMUP_RUNS):
+                    self.function()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                result = self.function()
+        except Exception as error:  # capture fails in many ways: syncing ops, unsupported calls
+            LOG.warning('CUDA graph capture of the %s failed; it runs eagerly instead: %s',
+                        self.name, error)
+            return False
+        self.graph, self.result = graph, result
+        return True
+
+    def __call__(self) -> Any:
+        if self.graph is None:
+            return self.function()
+        self.graph.replay()
+        return self.result
+
+
+class _Stage:
+    """The frame buffers of one source size and the letterbox from them into the network input.
+
+    host: the (h, w, 3) uint8 tensor the host writes (pinned on CUDA, the device frame itself
+    on the CPU); host_array: its numpy view.
+    """
+
+    def __init__(self, hw: Tuple[int, int], device: torch.device,
+                 letterbox_into: Callable[[torch.Tensor], Any]) -> None:
+        import torch
+
+        shape = tuple(hw) + (3,)
+        self.frame = torch.empty(shape, dtype=torch.uint8, device=device)
+        self.host = (torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+                     if device.type == 'cuda' else self.frame)
+        self.host_array = self.host.numpy()
+        self.letterbox = _Launch(lambda: letterbox_into(self.frame), 'letterbox')
+
+
+class TorchPipeline:
+    """HxWx3 uint8 BGR frames -> Detections, every stage on the engine's torch device.
+
+    engine: has `infer_torch` ([1, 3, H, W] tensor -> named output tensors on its device).
+    resize_on: 'device' (upload the whole frame, letterbox on the device) or 'host' (cv2
+    letterbox into the pinned buffer, upload the network-size image; bit-exact with the numpy
+    path). use_graphs: capture CUDA graphs (default: on CUDA). postprocess: the host decoder
+    for layouts other than RAW (named numpy outputs, transform -> Detections).
+    After each `run`, `stage_ms` holds (preprocess, infer, postprocess) in milliseconds.
+    """
+
+    def __init__(self, engine: Any, layout: OutputLayout,
+                 postprocess: Callable[[Mapping[str, np.ndarray], LetterboxTransform],
+                                       Detections],
+                 resize_on: str = 'device', use_graphs: Optional[bool] = None,
+                 nms_capacity: int = NMS_CAPACITY) -> None:
+        import torch
+
+        if resize_on not in RESIZE_ON:
+            raise ValueError(f'resize_on must be one of {RESIZE_ON}, got {resize_on!r}')
+        self.engine = engine
+        self.layout = layout
+        self.resize_on = resize_on
+        self.device = torch.device(engine.device)
+        self.cuda = self.device.type == 'cuda'
+        self.use_graphs = self.cuda if use_graphs is None else bool(use_graphs) and self.cuda
+        self.nms_capacity = nms_capacity
+        self.fallbacks = 0
+        self.stage_ms: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self._host_postprocess = postprocess
+        self._stages: collections.OrderedDict[Tuple[int, int], _Stage] = \
+            collections.OrderedDict()
+        self._host_outputs: Dict[str, Tuple[torch.Tensor, np.ndarray]] = {}
+        self._marks: List[Any] = [0.0] * 4
+        with torch.inference_mode():
+            self.input = torch.full(engine.expected_input_shape(), 0.5,
+                                    dtype=torch_dtype(engine.inputs[0].dtype),
+                                    device=self.device)
+            self.limits = (NmsLimits(engine.outputs[0].shape[1] - 4, self.device)
+                           if layout is OutputLayout.RAW else None)
+            self._stream = torch.cuda.Stream(self.device) if self.cuda else None
+            if self.cuda:
+                self._marks = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+            self._outputs: Dict[str, torch.Tensor] = {}
+            self._forward = _Launch(lambda: self.engine.infer_torch(self.input), 'forward')
+            self._decode = _Launch(self._decode_outputs, 'NMS')
+            if self.use_graphs:
+                self._capture_forward_and_decode()
+
+    def _capture_forward_and_decode(self) -> None:
+        import torch
+
+        if self.limits is not None:
+            self.limits.apply(NmsConfig())
+        pool = torch.cuda.graph_pool_handle()
+        if self._forward.capture(self._stream, pool):
+            self._outputs = self._forward.result
+            if self.layout is OutputLayout.RAW:
+                self._decode.capture(self._stream, pool)
+
+    def _decode_outputs(self) -> Dict[str, torch.Tensor]:
+        if self.limits is None:
+            return self._outputs
+        (output,) = self._outputs.values()
+        return {'rows': fixed_size_nms(output[0], self.limits, self.nms_capacity, NMS_ROUNDS)}
+
+    def _stage(self, transform: LetterboxTransform) -> _Stage:
+        """The buffers for this frame's size, made (and their letterbox captured) once."""
+        key = transform.src_hw if self.resize_on == 'device' else transform.dst_hw
+        stage = self._stages.get(key)
+        if stage is not None:
+            self._stages.move_to_end(key)
+            return stage
+        if self.resize_on == 'device':
+            source = transform
+        else:
+            source = letterbox_transform(transform.dst_hw, transform.dst_hw)
+        stage = _Stage(key, self.device,
+                       lambda frame: letterbox_to_input(frame, source, self.input))
+        if self.use_graphs:
+            stage.letterbox.capture(self._stream)
+        self._stages[key] = stage
+        if len(self._stages) > KEPT_SOURCE_SIZES:
+            self._stages.popitem(last=False)
+        return stage
+
+    def _mark(self, index: int) -> None:
+        if self.cuda:
+            self._marks[index].record(self._stream)
+        else:
+            self._marks[index] = time.perf_counter()
+
+    def _elapsed_ms(self, first: int, last: int) -> float:
+        if self.cuda:
+            return self._marks[first].elapsed_time(self._marks[last])
+        return (self._marks[last] - self._marks[first]) * 1e3
+
+    def _upload(self, stage: _Stage, bgr: np.ndarray, transform: LetterboxTransform) -> None:
+        import torch
+
+        if self.resize_on == 'host':
+            letterbox(bgr, transform, out=stage.host_array)
+        elif bgr.flags.writeable and min(bgr.strides) >= 0:
+            # torch's CPU copy runs on its intra-op threads, numpy's on one.
+            stage.host.copy_(torch.from_numpy(bgr))
+        else:
+            np.copyto(stage.host_array, bgr)
+        if stage.host is not stage.frame:
+            stage.frame.copy_(stage.host, non_blocking=True)
+
+    def _download(self, tensors: Mapping[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+        """Device tensors -> numpy arrays (pinned mirrors on CUDA, reused every frame)."""
+        import torch
+
+        if not self.cuda:
+            return {name: tensor.numpy() for name, tensor in tensors.items()}
+        arrays = {}
+        for name, tensor in tensors.items():
+            if name not in self._host_outputs:
+                mirror = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                self._host_outputs[name] = (mirror, mirror.numpy())
+            mirror, array = self._host_outputs[name]
+            mirror.copy_(tensor, non_blocking=True)
+            arrays[name] = array
+        return arrays
+
+    def _finish(self, arrays: Mapping[str, np.ndarray], transform: LetterboxTransform,
+                config: NmsConfig) -> Detections:
+        if self.limits is None:
+            return self._host_postprocess(arrays, transform)
+        packed = arrays['rows']
+        kept, candidates, unsettled = packed[0, _KEPT], packed[0, _CANDIDATES], \
+            packed[0, _UNSETTLED]
+        if candidates > packed.shape[0] - 2 or unsettled:
+            self.fallbacks += 1
+            (output,) = self._outputs.values()
+            rows = postprocess_torch.non_max_suppression(output[0], config).cpu().numpy()
+        else:
+            rows = packed[1:1 + min(int(kept), config.max_det)].copy()
+        return rows_to_detections(rows, transform)
+
+    def run(self, bgr: np.ndarray, transform: LetterboxTransform, config: NmsConfig,
+            start: float) -> Detections:
+        """One validated frame -> Detections; `start` is the caller's perf_counter at entry.
+
+        Sets `stage_ms`: on CUDA, device stages from CUDA events on this pipeline's stream,
+        read after the frame's one synchronisation, plus the host work around them.
+        """
+        import torch
+
+        stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
+        with torch.inference_mode(), stream:
+            stage = self._stage(transform)
+            if self.limits is not None:
+                self.limits.apply(config)
+            enqueued = time.perf_counter()
+            self._mark(0)
+            self._upload(stage, bgr, transform)
+            stage.letterbox()
+            self._mark(1)
+            self._outputs = self._forward()
+            self._mark(2)
+            arrays = self._download(self._decode())
+            self._mark(3)
+            if self.cuda:
+                self._marks[3].synchronize()
+            synced = time.perf_counter()
+            detections = self._finish(arrays, transform, config)
+        done = time.perf_counter()
+        self.stage_ms = ((enqueued - start) * 1e3 + self._elapsed_ms(0, 1),
+                         self._elapsed_ms(1, 2),
+                         self._elapsed_ms(2, 3) + (done - synced) * 1e3)
+        return detections

@@ -1,0 +1,451 @@
+"""The torch pipeline (gpu_pipeline) gives the numpy pipeline's detections, on CPU and CUDA.
+
+Without a GPU the torch pipeline runs on a CPU torch device (no pinned memory, streams or
+graphs); the CUDA cases skip here and run on a machine with a GPU.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from human_detector_ros import assets
+from human_detector_ros import postprocess as np_post
+from human_detector_ros.detector import HumanDetector
+from human_detector_ros.engines.base import Engine
+from human_detector_ros.errors import InvalidImageError, ModelLoadError
+from human_detector_ros.letterbox import to_network_input
+from human_detector_ros.postprocess import NmsConfig, OutputLayout
+
+torch = pytest.importorskip('torch')
+from torch import nn  # noqa: E402
+
+from human_detector_ros.gpu_pipeline import (  # noqa: E402
+    fixed_size_nms, KEPT_SOURCE_SIZES, NMS_CAPACITY, NMS_ROUNDS, NmsLimits, TorchPipeline)
+
+pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*deprecated:DeprecationWarning')
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device for PyTorch')
+DEVICES = ['cpu', pytest.param('cuda', marks=CUDA)]
+NAMES = {'0': 'Normal', '1': 'Fall'}
+CONFIGS = [NmsConfig(0.25, 0.45), NmsConfig(0.1, 0.7, agnostic=True),
+           NmsConfig(0.2, 0.5, classes=(1,)), NmsConfig(0.25, 0.45, max_det=3),
+           NmsConfig(0.05, 0.3)]
+
+
+def _sample(name, hw):
+    image = cv2.imread(str(assets.sample_image_path(name)), cv2.IMREAD_COLOR)
+    assert image is not None, name
+    return cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else float(a == b)
+
+
+def _assert_equal(ours, expected):
+    np.testing.assert_array_equal(ours.boxes, expected.boxes)
+    np.testing.assert_array_equal(ours.scores, expected.scores)
+    np.testing.assert_array_equal(ours.class_ids, expected.class_ids)
+
+
+def _assert_close(ours, expected, box_px=1e-3, score=1e-5):
+    assert ours.class_ids.tolist() == expected.class_ids.tolist()
+    np.testing.assert_allclose(ours.boxes, expected.boxes, rtol=0, atol=box_px)
+    np.testing.assert_allclose(ours.scores, expected.scores, rtol=0, atol=score)
+
+
+# --- the CPU path's network input -------------------------------------------------------------
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float16, np.float64])
+def test_network_input_equals_true_division_to_the_bit(dtype):
+    bgr = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    expected = np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)[None]).astype(dtype)
+    np.divide(expected, 255, out=expected)
+    planes = np.full((3, 37, 53), 7, np.uint8)
+    out = np.full((1, 3, 37, 53), np.nan, dtype)
+    assert to_network_input(bgr, dtype, out=out, planes=planes) is out
+    np.testing.assert_array_equal(out.view(np.uint8), expected.view(np.uint8))
+    flipped = to_network_input(bgr[::-1, ::-1], dtype)
+    np.testing.assert_array_equal(flipped, expected[:, :, ::-1, ::-1])
+    with pytest.raises(ValueError):
+        to_network_input(bgr, dtype, out=np.empty((1, 3, 53, 37), dtype))
+    with pytest.raises(ValueError):
+        to_network_input(bgr, dtype, planes=np.empty((3, 53, 37), np.uint8))
+
+
+# --- the fixed-size NMS against the numpy NMS -------------------------------------------------
+
+def _clustered_prediction(rng, objects, classes, anchors=8400, per_object=20, strays=150):
+    """[4 + nc, N] raw head output: jittered boxes around a few objects, and stray boxes."""
+    xy = rng.uniform(0, 640, (2, anchors))
+    wh = rng.uniform(4, 200, (2, anchors))
+    scores = rng.uniform(0, 0.04, (classes, anchors))
+    stray_ids = rng.permutation(anchors)[:strays]
+    scores[rng.integers(0, classes, strays), stray_ids] = rng.uniform(0.05, 0.5, strays)
+    slots = rng.permutation(anchors)[:objects * per_object].reshape(objects, per_object)
+    for anchor_ids in slots:
+        centre, size = rng.uniform(50, 590, 2), rng.uniform(20, 300, 2)
+        xy[:, anchor_ids] = centre[:, None] + rng.normal(0, size[:, None] / 6, (2, per_object))
+        wh[:, anchor_ids] = size[:, None] * rng.uniform(0.6, 1.4, (2, per_object))
+        scores[rng.integers(0, classes), anchor_ids] = rng.uniform(0.05, 0.95, per_object)
+    return np.concatenate([xy, wh, scores]).astype(np.float32)
+
+
+def _fixed_size_nms(prediction, config, device, capacity=NMS_CAPACITY, rounds=NMS_ROUNDS):
+    limits = NmsLimits(prediction.shape[0] - 4, torch.device(device))
+    limits.apply(config)
+    tensor = torch.from_numpy(prediction).to(device)
+    return fixed_size_nms(tensor, limits, capacity, rounds).cpu().numpy()
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('classes', [1, 2, 80])
+@pytest.mark.parametrize('config', CONFIGS, ids=repr)
+def test_fixed_size_nms_equals_numpy_nms(device, classes, config):
+    prediction = _clustered_prediction(np.random.default_rng(classes), 12, classes)
+    if config.classes is not None:
+        present = int(np.argmax(prediction[4:].max(1)))
+        config = NmsConfig(config.conf_threshold, config.iou_threshold, classes=(present,))
+    before = prediction.copy()
+    expected = np_post.non_max_suppression(prediction, config)
+    packed = _fixed_size_nms(prediction, config, device)
+    kept, candidates, unsettled = packed[0, :3]
+    assert len(expected) > 0 and unsettled == 0 and candidates <= NMS_CAPACITY
+    np.testing.assert_array_equal(packed[1:1 + min(int(kept), config.max_det)], expected)
+    np.testing.assert_array_equal(prediction, before)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_fixed_size_nms_reports_what_it_could_not_settle(device):
+    prediction = _clustered_prediction(np.random.default_rng(5), objects=12, classes=2)
+    config = NmsConfig(0.05, 0.3)
+    candidates = int((prediction[4:].max(0) > 0.05).sum())
+    assert _fixed_size_nms(prediction, config, device, capacity=candidates - 1)[0, 1] == \
+        candidates
+    assert _fixed_size_nms(prediction, config, device, rounds=0)[0, 2] > 0
+    empty = _fixed_size_nms(prediction, NmsConfig(0.99), device)
+    assert empty[0, :3].tolist() == [0, 0, 0]
+
+
+# --- the real default model: ONNX Runtime behind `infer_torch` --------------------------------
+
+class OnnxThroughTorch(Engine):
+    """The real ONNX model behind `infer_torch`, so the torch pipeline can run it on the CPU."""
+
+    backend = 'onnxruntime'
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine.model_path, 'cpu', engine.inputs, engine.outputs,
+                         engine.metadata)
+        self.inner = engine
+
+    def infer(self, images):
+        return self.inner.infer(images)
+
+    def infer_torch(self, images):
+        return {name: torch.from_numpy(array)
+                for name, array in self.inner.infer(images.numpy()).items()}
+
+
+@pytest.fixture(scope='module')
+def real():
+    """(numpy HumanDetector on the default ONNX model, {resize_on: TorchPipeline on it})."""
+    with HumanDetector(backend='onnxruntime', device='cpu') as detector:
+        engine = OnnxThroughTorch(detector.engine)
+        yield detector, {mode: TorchPipeline(engine, detector.layout, detector.postprocess,
+                                             resize_on=mode)
+                         for mode in ('host', 'device')}
+
+
+REAL_FRAMES = [('camera.png', (720, 1280)), ('astronaut.png', (1080, 1920)),
+               ('astronaut.png', (1999, 601)), ('coffee.png', (720, 1280))]
+SOME_PEOPLE = NmsConfig(0.25, 0.45)
+
+
+@pytest.mark.parametrize('name, hw', REAL_FRAMES)
+def test_real_model_host_resize_equals_numpy_pipeline(real, name, hw):
+    detector, pipelines = real
+    frame = _sample(name, hw)
+    for config in (NmsConfig(), SOME_PEOPLE):
+        detector.config = config
+        expected = detector(frame)
+        ours = pipelines['host'].run(frame, detector.checked_transform(frame), config,
+                                     time.perf_counter())
+        _assert_equal(ours, expected)
+    assert len(ours) > 0 or name == 'coffee.png'
+    assert pipelines['host'].fallbacks == 0
+    detector.config = NmsConfig()
+
+
+@pytest.mark.parametrize('name, hw', REAL_FRAMES)
+def test_real_model_device_resize_finds_the_same_people(real, name, hw):
+    """The torch letterbox is within 1 grey level of OpenCV's: the same confident boxes."""
+    detector, pipelines = real
+    frame = _sample(name, hw)
+    detector.config = SOME_PEOPLE
+    expected = detector(frame)
+    detector.config = NmsConfig()
+    ours = pipelines['device'].run(frame, detector.checked_transform(frame), SOME_PEOPLE,
+                                   time.perf_counter())
+    assert ours.class_ids.tolist() == expected.class_ids.tolist()
+    assert len(ours) > 0 or name == 'coffee.png'
+    for box, reference in zip(ours.boxes.tolist(), expected.boxes.tolist()):
+        assert _iou(box, reference) > 0.97
+    np.testing.assert_allclose(ours.scores, expected.scores, atol=0.02)
+
+
+# --- TorchScript models through HumanDetector ---------------------------------------------------
+
+class TinyYolo(nn.Module):
+    """[1, 3, H, W] -> [1, 4 + nc, (H / 16) * (W / 16)]: overlapping boxes, sigmoid scores.
+
+    Scores are standardised per image, so a few hundred anchors pass conf 0.05 to 0.5.
+    """
+
+    def __init__(self, nc: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = nn.Conv2d(3, 4 + nc, kernel_size=16, stride=16)
+        # Buffers, not arange in forward: a traced arange keeps the tracing device.
+        grid_y, grid_x = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing='ij')
+        self.register_buffer('grid_x', (grid_x + 0.5) * 16)
+        self.register_buffer('grid_y', (grid_y + 0.5) * 16)
+
+    def forward(self, x):
+        y = self.head(x)
+        centre_x = self.grid_x + y[:, 0] * 8
+        centre_y = self.grid_y + y[:, 1] * 8
+        width = 40 + 80 * y[:, 2].sigmoid()
+        height = 60 + 120 * y[:, 3].sigmoid()
+        boxes = torch.stack((centre_x, centre_y, width, height), 1)
+        logits = y[:, 4:].flatten(2)
+        logits = (logits - logits.mean(2, keepdim=True)) / logits.std(2, keepdim=True)
+        return torch.cat((boxes.flatten(2), (logits * 2 - 4).sigmoid()), 1)
+
+
+class TinyEndToEnd(TinyYolo):
+    """[1, 3, H, W] -> [1, 300, 6]: the 300 best rows x1, y1, x2, y2, score, class."""
+
+    def forward(self, x):
+        raw = super().forward(x)[0]
+        scores, classes = raw[4:].max(0)
+        best = scores.topk(300).indices
+        xy, half = raw[:2, best].T, raw[2:4, best].T / 2
+        rows = torch.cat((xy - half, xy + half, scores[best, None],
+                          classes[best, None].float()), 1)
+        return rows[None]
+
+
+def _export(path, module, half=False, device='cpu'):
+    example = torch.zeros((1, 3, 640, 640), device=device)
+    module = module.eval().to(device)
+    if half:
+        module, example = module.half(), example.half()
+    traced = torch.jit.trace(module, example, strict=False)
+    config = {'imgsz': [640, 640], 'stride': 32, 'task': 'detect', 'names': NAMES}
+    torch.jit.save(traced, str(path), _extra_files={'config.txt': json.dumps(config)})
+    return path
+
+
+@pytest.fixture(scope='module')
+def tiny_path(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp('tiny') / 'tiny.torchscript', TinyYolo())
+
+
+def _pair(path, device, resize_on='host', **kwargs):
+    """(torch-pipeline detector, numpy-pipeline detector) on two engines of one model."""
+    return (HumanDetector(path, device=device, pipeline='torch', resize_on=resize_on,
+                          conf_threshold=0.25, **kwargs),
+            HumanDetector(path, device=device, pipeline='numpy', conf_threshold=0.25))
+
+
+FRAMES = [('camera.png', (720, 1280)), ('astronaut.png', (1080, 1920)),
+          ('camera.png', (333, 999))]
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_torch_pipeline_equals_numpy_pipeline(tiny_path, device):
+    ours, numpy_path = _pair(tiny_path, device)
+    compare = _assert_equal if device == 'cpu' else _assert_close
+    for name, hw in FRAMES:
+        frame = _sample(name, hw)
+        for config in CONFIGS:
+            ours.config = numpy_path.config = config
+            expected = numpy_path(frame)
+            assert len(expected) > 0
+            compare(ours(frame), expected)
+    # The tiny model's grid of boxes makes long suppression chains: some frames need more
+    # rounds than the fixed-size NMS runs and take the exact fallback, the others do not.
+    assert 0 < ours.torch_pipeline.fallbacks < len(FRAMES) * len(CONFIGS)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_device_resize_stays_close_to_opencv(tiny_path, device):
+    ours, numpy_path = _pair(tiny_path, device, resize_on='device')
+    for name, hw in FRAMES:
+        frame = _sample(name, hw)
+        expected, found = numpy_path(frame), ours(frame)
+        assert len(expected) > 0
+        matched = [max(_iou(box, other) for other in found.boxes.tolist())
+                   for box in expected.boxes.tolist()]
+        assert np.median(matched) > 0.95 and abs(len(found) - len(expected)) <= 2
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_auto_pipeline_is_torch_on_cuda_only(tiny_path, device):
+    with HumanDetector(tiny_path, device=device) as detector:
+        assert (detector.torch_pipeline is not None) == (device == 'cuda')
+
+
+def test_ultralytics_end_to_end_layout(tmp_path):
+    path = _export(tmp_path / 'e2e.torchscript', TinyEndToEnd())
+    ours, numpy_path = _pair(path, 'cpu')
+    assert ours.layout is OutputLayout.END_TO_END
+    for name, hw in FRAMES:
+        frame = _sample(name, hw)
+        _assert_equal(ours(frame), numpy_path(frame))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_buffers_are_allocated_once(tiny_path, device):
+    detector = HumanDetector(tiny_path, device=device, pipeline='torch')
+    pipeline = detector.torch_pipeline
+    frames = [_sample('camera.png', (720, 1280)), _sample('astronaut.png', (720, 1280))]
+    for frame in frames:
+        detector(frame)
+    stage = pipeline._stages[(720, 1280)]
+    pointers = (pipeline.input.data_ptr(), stage.frame.data_ptr(), stage.host.data_ptr())
+    allocated = torch.cuda.memory_allocated() if device == 'cuda' else None
+    for frame in frames * 5:
+        detector(frame)
+    assert (pipeline.input.data_ptr(), stage.frame.data_ptr(),
+            stage.host.data_ptr()) == pointers
+    assert list(pipeline._stages) == [(720, 1280)]
+    if device == 'cuda':
+        assert torch.cuda.memory_allocated() == allocated
+
+
+def test_least_recently_used_source_size_is_dropped(tiny_path):
+    detector = HumanDetector(tiny_path, device='cpu', pipeline='torch', conf_threshold=0.25)
+    sizes = [(300 + 10 * index, 500) for index in range(KEPT_SOURCE_SIZES + 1)]
+    first = [detector(_sample('camera.png', hw)) for hw in sizes]
+    assert list(detector.torch_pipeline._stages) == sizes[1:]
+    _assert_equal(detector(_sample('camera.png', sizes[0])), first[0])
+    assert list(detector.torch_pipeline._stages) == sizes[2:] + sizes[:1]
+
+
+def test_too_many_candidates_fall_back_to_the_exact_nms(tiny_path):
+    ours, numpy_path = _pair(tiny_path, 'cpu')
+    ours.torch_pipeline = TorchPipeline(ours.engine, ours.layout, ours.postprocess,
+                                        resize_on='host', nms_capacity=4)
+    frame = _sample('astronaut.png', (720, 1280))
+    _assert_equal(ours(frame), numpy_path(frame))
+    assert ours.torch_pipeline.fallbacks == 1
+
+
+def test_timings_and_invalid_frames(tiny_path):
+    detector = HumanDetector(tiny_path, device='cpu', pipeline='torch')
+    detector(_sample('camera.png', (480, 640)))
+    timings = detector.last_timings
+    assert timings.preprocess_ms > 0 and timings.infer_ms > 0 and timings.postprocess_ms > 0
+    with pytest.raises(InvalidImageError):
+        detector(np.zeros((10, 10, 4), np.uint8))
+
+
+def test_torch_pipeline_needs_a_torch_engine(tiny_path):
+    with pytest.raises(ModelLoadError, match='TorchScript'):
+        HumanDetector(backend='onnxruntime', device='cpu', pipeline='torch')
+    with pytest.raises(ValueError, match='pipeline'):
+        HumanDetector(tiny_path, pipeline='gpu')
+    with pytest.raises(ValueError, match='resize_on'):
+        HumanDetector(tiny_path, device='cpu', pipeline='torch', resize_on='camera')
+
+
+# --- CUDA only --------------------------------------------------------------------------------
+
+@CUDA
+@pytest.mark.parametrize('resize_on', ['host', 'device'])
+def test_cuda_graphs_replay_with_one_synchronisation(tiny_path, resize_on):
+    detector = HumanDetector(tiny_path, device='cuda', pipeline='torch', resize_on=resize_on)
+    pipeline = detector.torch_pipeline
+    frame = _sample('camera.png', (1080, 1920))
+    first = detector(frame)
+    stage = next(iter(pipeline._stages.values()))
+    assert pipeline._forward.graph is not None and pipeline._decode.graph is not None
+    assert stage.letterbox.graph is not None and pipeline.fallbacks == 0
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        again = [detector(frame) for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    for detections in again:
+        _assert_equal(detections, first)
+
+
+@CUDA
+def test_cuda_capture_failure_runs_eagerly(tiny_path, monkeypatch, caplog):
+    class Refused:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            raise RuntimeError('capture refused for this test')
+
+        def __exit__(self, *exc_info):
+            return False
+
+    ours, numpy_path = _pair(tiny_path, 'cuda')
+    monkeypatch.setattr(torch.cuda, 'graph', Refused)
+    eager = HumanDetector(tiny_path, device='cuda', pipeline='torch', resize_on='host',
+                          conf_threshold=0.25)
+    assert 'capture refused for this test' in caplog.text
+    assert eager.torch_pipeline._forward.graph is None
+    frame = _sample('astronaut.png', (720, 1280))
+    _assert_close(eager(frame), numpy_path(frame))
+    _assert_close(ours(frame), numpy_path(frame))
+
+
+@CUDA
+def test_cuda_half_model(tmp_path):
+    path = _export(tmp_path / 'half.torchscript', TinyYolo(), half=True, device='cuda')
+    ours, numpy_path = _pair(path, 'cuda')
+    assert ours.torch_pipeline.input.dtype == torch.float16
+    for name, hw in FRAMES:
+        frame = _sample(name, hw)
+        _assert_close(ours(frame), numpy_path(frame), box_px=0.05, score=1e-3)
+
+
+def test_no_frames_leak_between_calls(tiny_path):
+    """Kept rows are copied out of the reused buffers: earlier results stay intact."""
+    detector = HumanDetector(tiny_path, device='cpu', pipeline='torch', conf_threshold=0.25)
+    first_frame = _sample('camera.png', (720, 1280))
+    first = detector(first_frame)
+    saved = (first.boxes.copy(), first.scores.copy(), first.class_ids.copy())
+    detector(_sample('astronaut.png', (720, 1280)))
+    for kept, now in zip(saved, (first.boxes, first.scores, first.class_ids)):
+        np.testing.assert_array_equal(kept, now)
+
+
+def test_network_input_of_the_torch_pipeline_equals_numpy(tiny_path):
+    detector = HumanDetector(tiny_path, device='cpu', pipeline='torch', resize_on='host')
+    frame = _sample('astronaut.png', (333, 999))
+    detector(frame)
+    images, _ = detector.preprocess(frame)
+    np.testing.assert_array_equal(detector.torch_pipeline.input.numpy(), images)
+
+
+def test_the_core_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import human_detector_ros.detector, human_detector_ros.gpu_pipeline")
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)

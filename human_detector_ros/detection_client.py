@@ -80,14 +80,17 @@ class DetectionClient(Node):
         return header
 
     def detect(self, bgr: np.ndarray, frame_id: str = 'camera', timeout_s: float = 30.0,
-               attempts: int = 3, with_annotated: bool = False
+               resend_after_s: float = 2.0, with_annotated: bool = False
                ) -> Optional[Tuple[Header, Detection2DArray]]:
-        """Publish a frame and wait for its answer; a frame lost on the way (best-effort
-        input, or outputs published before discovery finished) is sent again, stamped anew."""
-        for _ in range(attempts):
+        """Publish a frame and wait for its answer. A frame can be lost on the way (a
+        best-effort reader drops samples of a writer it has not matched yet), so while no
+        answer comes the frame is sent again, stamped anew, every `resend_after_s`."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
             header = self.publish_frame(bgr, frame_id)
             key = stamp_key(header)
+            wait_s = min(resend_after_s, end - time.monotonic())
             if self.spin_until(lambda: key in self.detections and (
-                    not with_annotated or key in self.annotated), timeout_s / attempts):
+                    not with_annotated or key in self.annotated), wait_s):
                 return header, self.detections[key]
         return None

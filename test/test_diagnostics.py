@@ -134,7 +134,7 @@ def test_frames_that_make_inference_fail_raise_error_and_the_node_recovers(
         client.spin_until(lambda: False, NO_IMAGE_WARN_S + 1.5)
         assert node.process.poll() is None, node.output()[-3000:]
 
-        answer = client.detect(noise, 'fault_camera', ANSWER_S, attempts=1)
+        answer = client.detect(noise, 'fault_camera', ANSWER_S, resend_after_s=ANSWER_S)
         assert answer is not None, node.output()[-3000:]
         header, detections = answer
         assert detections.header == header

@@ -120,17 +120,10 @@ def split_engine_header(blob: bytes, source: pathlib.Path) -> Tuple[Dict[str, An
             f'claims {length} bytes but the file has only {len(blob) - start} after the length '
             f'field. Copy the file again or re-export it on this device '
             f'(`yolo export model=best.pt format=engine`).')
-    try:
-        header = json.loads(blob[start:end].decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ModelLoadError(
-            f'TensorRT engine {source} has a corrupt Ultralytics metadata header ({error}). '
-            f'Copy the file again or re-export it on this device '
-            f'(`yolo export model=best.pt format=engine`).') from None
-    if not isinstance(header, dict):
-        raise ModelLoadError(
-            f'TensorRT engine {source} has an Ultralytics metadata header that is not a JSON '
-            f'object. Re-export it on this device (`yolo export model=best.pt format=engine`).')
+    header = _json_object(
+        blob[start:end], f'The Ultralytics metadata header of TensorRT engine {source}',
+        'Copy the file again or re-export it on this device '
+        '(`yolo export model=best.pt format=engine`).')
     return header, end
 
 
@@ -138,14 +131,17 @@ def metadata_from_torchscript_config(text: bytes, source: pathlib.Path) -> Model
     """ModelMetadata from the 'config.txt' extra file of an Ultralytics TorchScript export."""
     if not text:
         return ModelMetadata()
-    try:
-        config = json.loads(text.decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ModelLoadError(
-            f'TorchScript model {source} has a corrupt config.txt ({error}). Re-export it '
-            f'(`yolo export model=best.pt format=torchscript`).') from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(
-            f'TorchScript model {source} has a config.txt that is not a JSON object. '
-            f'Re-export it (`yolo export model=best.pt format=torchscript`).')
+    config = _json_object(text, f'The config.txt of TorchScript model {source}',
+                          'Re-export it (`yolo export model=best.pt format=torchscript`).')
     return metadata_from_mapping(config, source)
+
+
+def _json_object(raw: bytes, what: str, fix: str) -> Dict[str, Any]:
+    """`raw` as a JSON object; ModelLoadError saying `what` is wrong and `fix` otherwise."""
+    try:
+        value = json.loads(raw.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ModelLoadError(f'{what} is corrupt ({error}). {fix}') from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f'{what} is not a JSON object. {fix}')
+    return value

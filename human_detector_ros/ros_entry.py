@@ -32,7 +32,12 @@ def run_node(make_node: Callable[[], Node], program: str,
 
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, request_stop)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as error:  # rclpy raises its internal RCLError for bad --ros-args
+        print(f'{program}: cannot start ROS: {error}. Check the --ros-args given, and the '
+              'syntax of any --params-file.', file=sys.stderr)
+        return 1
     try:
         node = make_node()
     except HumanDetectorError as error:

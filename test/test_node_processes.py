@@ -111,6 +111,7 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(rclpy_context, start_process, 
     (['-p', 'engine_path:=/nonexistent/model.onnx'], '/nonexistent/model.onnx'),
     (['-p', 'backend:=magic'], 'backend'),
     (['-p', 'device:=gpu7'], 'device'),
+    (['-p', 'device:=cuda'], 'cpu'),
     (['-p', 'input_transport:=ffmpeg'], 'input_transport'),
     (['-p', 'conf_threshold:=2.0'], 'conf_threshold'),
     (['-p', 'conf_threshold:=1'], 'conf_threshold'),
@@ -124,6 +125,23 @@ def test_bad_setup_ends_with_one_clear_message_and_exit_code_1(
     output = node.output()
     assert expected in output
     assert 'Traceback' not in output
+
+
+@pytest.mark.parametrize('content, expected', [
+    ('conf_threshold: 7.0', 'conf_threshold'),
+    ('max_det: "many"', 'max_det'),
+    ('input_transport: [raw]', 'input_transport'),
+    ('[unclosed', 'params-file'),
+])
+def test_bad_params_file_ends_with_one_clear_message(start_process, tmp_path, content,
+                                                     expected):
+    params = tmp_path / 'params.yaml'
+    params.write_text(f'/**:\n  ros__parameters:\n    {content}\n')
+    node = start_process([installed_executable('human_detector'), '--ros-args',
+                          '--params-file', str(params)], 'node')
+    assert node.process.wait(timeout=STARTUP_S) == 1
+    assert expected in node.output()
+    assert 'Traceback' not in node.output()
 
 
 def test_corrupt_model_file_is_refused_at_start(start_process, tmp_path):

@@ -9,9 +9,14 @@ from typing import Any, Callable, List, Optional
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 
 from human_detector_ros.errors import HumanDetectorError
+
+try:
+    from rclpy.signals import SignalHandlerOptions
+    INIT_OPTIONS = {'signal_handler_options': SignalHandlerOptions.NO}
+except ImportError:  # an rclpy without the option keeps its own handlers
+    INIT_OPTIONS = {}
 
 SPIN_PERIOD_S = 0.1
 
@@ -33,7 +38,7 @@ def run_node(make_node: Callable[[], Node], program: str,
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, request_stop)
     try:
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=args, **INIT_OPTIONS)
     except Exception as error:  # rclpy raises its internal RCLError for bad --ros-args
         print(f'{program}: cannot start ROS: {error}. Check the --ros-args given, and the '
               'syntax of any --params-file.', file=sys.stderr)

@@ -7,6 +7,7 @@ import threading
 from typing import Any, Callable, List, Optional
 
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -26,9 +27,9 @@ def run_node(make_node: Callable[[], Node], program: str,
     """Spin the node `make_node()` builds until SIGINT/SIGTERM; return the exit code.
 
     The signals only ask the spin loop to stop: rclpy's own handlers would shut the context
-    down first, and destroying a node after that can crash the process. A HumanDetectorError
-    while building the node is a setup problem: its message goes to stderr, without a
-    traceback, and the exit code is 1.
+    down first, and destroying a node after that can crash the process. An error while building
+    the node (ours, or rclpy's for a parameter it rejects) is a setup problem: its message goes
+    to stderr, without a traceback, and the exit code is 1.
     """
     stop = threading.Event()
 
@@ -45,7 +46,8 @@ def run_node(make_node: Callable[[], Node], program: str,
         return 1
     try:
         node = make_node()
-    except HumanDetectorError as error:
+    except (HumanDetectorError, ParameterException, RuntimeError) as error:
+        # RuntimeError: rclpy's own errors for values it rejects itself (QoS overrides).
         print(f'{program}: {error}', file=sys.stderr)
         rclpy.try_shutdown()
         return 1

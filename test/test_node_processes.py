@@ -18,7 +18,7 @@ from human_detector_ros.assets import sample_image_path
 from human_detector_ros.detection_client import DetectionClient
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.ros_paths import installed_executable
-from human_detector_ros.sample_camera import read_bgr
+from human_detector_ros.image_conversion import read_bgr
 from ros_harness import detector_command
 
 STARTUP_S = 60.0
@@ -117,6 +117,8 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(rclpy_context, start_process, 
     (['-p', 'conf_threshold:=1'], 'conf_threshold'),
     (['-p', 'max_det:=0'], 'max_det'),
     (['-p', 'classes:=[-3]'], 'classes'),
+    (['-p', 'use_sim_time:=3'], 'use_sim_time'),
+    (['-p', 'qos_overrides./image.subscription.reliability:=bogus'], 'bogus'),
 ])
 def test_bad_setup_ends_with_one_clear_message_and_exit_code_1(
         start_process, arguments, expected):

@@ -17,7 +17,8 @@ import numpy as np
 
 from human_detector_ros.annotate import draw_detections
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.errors import HumanDetectorError, ModelLoadError
+from human_detector_ros.errors import HumanDetectorError, InvalidImageError, ModelLoadError
+from human_detector_ros.image_conversion import read_bgr
 from human_detector_ros.postprocess import Detections
 
 IMAGE_SUFFIXES = frozenset({'.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp'})
@@ -58,9 +59,10 @@ def collect_inputs(paths: Sequence[str]) -> List[Path]:
 def read_frames(path: Path) -> Iterator[Tuple[Optional[int], np.ndarray]]:
     """(frame index or None for an image, HxWx3 uint8 BGR) for every picture in `path`."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f'cannot decode image {path}')
+        try:
+            image = read_bgr(str(path))
+        except InvalidImageError as error:
+            raise InputError(str(error)) from None
         yield None, image
         return
     capture = cv2.VideoCapture(str(path))
@@ -91,9 +93,10 @@ def detection_records(detections: Detections, names: Dict[int, str]) -> List[Dic
 
 
 def _unique_path(directory: Path, stem: str, suffix: str, used: Set[Path]) -> Path:
+    """A new file name in `directory`: never one written this run, never an existing file."""
     candidate = directory / f'{stem}{suffix}'
     counter = 2
-    while candidate in used:
+    while candidate in used or candidate.exists():
         candidate = directory / f'{stem}_{counter}{suffix}'
         counter += 1
     used.add(candidate)

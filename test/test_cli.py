@@ -112,5 +112,13 @@ def test_undecodable_image_is_reported_and_the_rest_processed(samples, tmp_path,
     output_dir = tmp_path / 'out'
     assert main([str(samples / 'broken.png'), str(samples / 'camera.png'), *CPU,
                  '--output-dir', str(output_dir)]) == 1
-    assert 'cannot decode image' in capsys.readouterr().err
+    assert 'cannot read image' in capsys.readouterr().err
     assert len(_read_json(output_dir)['images']) == 1
+
+
+def test_writing_into_the_input_folder_never_overwrites_an_input(samples):
+    originals = {path.name: path.read_bytes() for path in samples.glob('*.png')}
+    assert main([str(samples), *CPU, '--output-dir', str(samples)]) == 0
+    for name, content in originals.items():
+        assert (samples / name).read_bytes() == content
+    assert len(list(samples.glob('*.png'))) == 2 * len(originals) == 4

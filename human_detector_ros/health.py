@@ -98,15 +98,17 @@ class PipelineHealth:
             self._failures_in_a_row += 1
             self._last_error = reason
 
-    def published(self, stage_ms: Dict[str, float], age_ms: float) -> None:
-        """A frame's detections went out; `stage_ms` holds the time of each of STAGES."""
+    def published(self, stage_ms: Dict[str, float], age_ms: Optional[float]) -> None:
+        """A frame's detections went out; `stage_ms` holds the time of each of STAGES,
+        `age_ms` the frame's age at publish (None when its stamp was unset)."""
         with self._lock:
             self.counts.published += 1
             self._failures_in_a_row = 0
             _append_recent(self._published_at, self.clock())
             for stage in STAGES:
                 self._stage_ms[stage].append(stage_ms[stage])
-            self._age_ms.append(age_ms)
+            if age_ms is not None:
+                self._age_ms.append(age_ms)
 
     def seconds_without_image(self) -> float:
         """Seconds since the last frame arrived (since start if none has)."""

@@ -19,6 +19,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.time import Time
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -193,12 +194,17 @@ class HumanDetectorNode(Node):
             self._annotated_pub.publish(bgr_to_image_msg(annotated, msg.header))
         published = time.perf_counter()
         timings = self._detector.last_timings
-        stamp = msg.header.stamp
-        age_s = time.time() - (stamp.sec + stamp.nanosec * 1e-9)
         self.health.published(
             {'convert': (converted - start) * 1e3, 'preprocess': timings.preprocess_ms,
              'infer': timings.infer_ms, 'postprocess': timings.postprocess_ms,
-             'publish': (published - detected) * 1e3}, age_s * 1e3)
+             'publish': (published - detected) * 1e3}, self._age_ms(msg.header))
+
+    def _age_ms(self, header: Header) -> Optional[float]:
+        """now - stamp on the node's clock (sim time when replaying); None for unset stamps."""
+        stamp = Time.from_msg(header.stamp)
+        if stamp.nanoseconds == 0:
+            return None
+        return (self.get_clock().now() - stamp).nanoseconds / 1e6
 
     def _publish_diagnostics(self) -> None:
         report = self.health.report()
@@ -217,12 +223,15 @@ class HumanDetectorNode(Node):
         idle_s = self.health.seconds_without_image()
         topic = self._image_sub.topic_name
         publishers = self.count_publishers(topic)
-        if idle_s > self._values['no_image_warn_s'] and publishers:
+        # A camera that delivered before and then stopped is not a transport problem.
+        never_delivered = self.health.counts.received == 0
+        if idle_s > self._values['no_image_warn_s'] and publishers and never_delivered:
             self.get_logger().warning(
                 f'{publishers} publisher(s) on {topic} but no frame for {idle_s:.0f} s. '
                 'With FastDDS defaults a best-effort subscriber (this node) loses most or all '
                 'images of 640x480 or more from another process: start the camera with '
-                'FASTDDS_DEFAULT_PROFILES_FILE (FASTRTPS_DEFAULT_PROFILES_FILE on Humble) set '
+                'FASTDDS_DEFAULT_PROFILES_FILE (FASTRTPS_DEFAULT_PROFILES_FILE on Humble and '
+                'Jazzy) set '
                 'to share/human_detector_ros/config/fastdds_large_images.xml, or start this '
                 f'node with -p "qos_overrides.{topic}.subscription.reliability:=reliable" '
                 'for a reliable camera.', throttle_duration_sec=10.0)
@@ -242,7 +251,10 @@ class HumanDetectorNode(Node):
             self._pending_ready.notify()
         if self._worker is not None:
             self._worker.join(timeout=10.0)
-        if self._detector is not None:
+        if self._worker is not None and self._worker.is_alive():
+            self.get_logger().error('the pipeline thread is still busy; leaving the engine '
+                                    'open rather than freeing it under a running frame')
+        elif self._detector is not None:
             self._detector.close()
         super().destroy_node()
 

@@ -167,6 +167,14 @@ def compressed_to_bgr(format: str, data: BytesLike) -> np.ndarray:
     return bgr
 
 
+def read_bgr(path: str) -> np.ndarray:
+    """An image file as HxWx3 uint8 BGR (grey images are expanded)."""
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InvalidImageError(f'cannot read image {path}')
+    return bgr
+
+
 def compressed_msg_to_bgr(msg: Any) -> np.ndarray:
     """`compressed_to_bgr` over any object with the sensor_msgs/CompressedImage fields."""
     return compressed_to_bgr(msg.format, msg.data)

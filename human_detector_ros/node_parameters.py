@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import array
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType)
 
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torchscript')
+from human_detector_ros.engines import BACKENDS
+from human_detector_ros.engines.base import is_device_name
+
+BACKEND_CHOICES = ('auto',) + BACKENDS
 INPUT_TRANSPORTS = ('raw', 'compressed')
-DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 
 
 def _one_of(choices: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
@@ -21,7 +22,7 @@ def _one_of(choices: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
 
 
 def _device(value: Any) -> Optional[str]:
-    return None if DEVICE_PATTERN.match(value) else 'must be auto, cpu, cuda or cuda:N'
+    return None if is_device_name(value) else 'must be auto, cpu, cuda or cuda:N'
 
 
 # rclpy gives integer arrays as array.array, other arrays as lists.
@@ -79,8 +80,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'Model file: TensorRT .engine/.plan, ONNX .onnx or TorchScript; '
                   'empty = the default model', read_only=True),
     ParameterSpec('backend', ParameterType.PARAMETER_STRING, 'auto',
-                  'Inference backend: ' + '|'.join(BACKENDS) + ' (auto: from the file)',
-                  read_only=True, check=_one_of(BACKENDS)),
+                  'Inference backend: ' + '|'.join(BACKEND_CHOICES) + ' (auto: from the file)',
+                  read_only=True, check=_one_of(BACKEND_CHOICES)),
     ParameterSpec('device', ParameterType.PARAMETER_STRING, 'auto',
                   'auto|cpu|cuda|cuda:N', read_only=True, check=_device),
     ParameterSpec('input_transport', ParameterType.PARAMETER_STRING, 'raw',

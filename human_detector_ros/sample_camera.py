@@ -8,24 +8,16 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-import cv2
-import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from human_detector_ros.assets import SAMPLE_IMAGES, sample_image_path
-from human_detector_ros.errors import InvalidImageError
+from human_detector_ros.errors import InvalidParameterError
+from human_detector_ros.image_conversion import read_bgr
 from human_detector_ros.ros_entry import run_node
 from human_detector_ros.ros_messages import bgr_to_image_msg
-
-
-def read_bgr(path: str) -> np.ndarray:
-    """An image file as HxWx3 uint8 BGR (grey images are expanded)."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InvalidImageError(f'cannot read image {path}')
-    return bgr
 
 
 class SampleCamera(Node):
@@ -35,7 +27,11 @@ class SampleCamera(Node):
         super().__init__('sample_camera')
         defaults = [str(sample_image_path(name)) for name in SAMPLE_IMAGES]
         paths = self.declare_parameter('images', defaults).value
-        rate_hz = self.declare_parameter('rate_hz', 2.0).value
+        rate_hz = self.declare_parameter('rate_hz', 2.0, ParameterDescriptor(
+            description='Frames per second', floating_point_range=[
+                FloatingPointRange(from_value=0.01, to_value=1000.0)])).value
+        if not paths:
+            raise InvalidParameterError('images is empty: give at least one image file')
         self._frame_id = self.declare_parameter('frame_id', 'camera').value
         self._frames = [read_bgr(path) for path in paths]
         self._next = 0

@@ -5,7 +5,7 @@ import numpy as np
 
 from human_detector_ros.assets import sample_image_path
 from human_detector_ros.letterbox import letterbox, letterbox_transform, to_network_input
-from human_detector_ros.sample_camera import read_bgr
+from human_detector_ros.image_conversion import read_bgr
 
 
 def sample_network_input(name: str, hw: tuple = (640, 640)) -> np.ndarray:

@@ -16,7 +16,7 @@ from human_detector_ros.assets import sample_image_path
 from human_detector_ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.image_conversion import image_msg_to_bgr
-from human_detector_ros.sample_camera import read_bgr
+from human_detector_ros.image_conversion import read_bgr
 from ros_harness import detector_command, RosProcess, ros2_param_set
 
 # Upstream vision_msgs 4.x hashes, from a build of the real package (rosidl JSON output).

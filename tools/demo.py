@@ -23,7 +23,7 @@ from human_detector_ros.dds_profile import large_image_environment
 from human_detector_ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.image_conversion import image_msg_to_bgr
 from human_detector_ros.ros_paths import installed_config, installed_executable
-from human_detector_ros.sample_camera import read_bgr
+from human_detector_ros.image_conversion import read_bgr
 
 
 def describe(msg: Detection2DArray, names: Dict[str, str]) -> str:

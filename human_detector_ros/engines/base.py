@@ -49,10 +49,22 @@ class DeviceRequest:
         return f'cuda:{self.index}'
 
 
-def parse_device(device: str, model_path: pathlib.Path) -> DeviceRequest:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> DeviceRequest; anything else -> ModelLoadError."""
+def _device_match(device: str) -> Optional[re.Match]:
     match = _DEVICE_PATTERN.match(str(device).strip().lower())
     if match is None or (match.group(2) is not None and match.group(1) != 'cuda'):
+        return None
+    return match
+
+
+def is_device_name(device: str) -> bool:
+    """True for 'auto', 'cpu', 'cuda' and 'cuda:N' (case and surrounding spaces ignored)."""
+    return _device_match(device) is not None
+
+
+def parse_device(device: str, model_path: pathlib.Path) -> DeviceRequest:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> DeviceRequest; anything else -> ModelLoadError."""
+    match = _device_match(device)
+    if match is None:
         raise ModelLoadError(
             f'Unknown device {device!r} for model {model_path}. Use "auto", "cpu", "cuda" or '
             f'"cuda:N" (N = the CUDA device index, e.g. "cuda:0").')

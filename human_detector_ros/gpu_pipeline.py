@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TYPE_CHE
 import numpy as np
 
 from human_detector_ros import postprocess_torch
+from human_detector_ros.engines.torchscript_engine import torch_dtype
 from human_detector_ros.letterbox import letterbox, letterbox_transform, LetterboxTransform
 from human_detector_ros.letterbox_torch import letterbox_to_input
 from human_detector_ros.postprocess import (
@@ -47,13 +48,6 @@ GRAPH_WARMUP_RUNS = 3
 KEPT_SOURCE_SIZES = 4
 # Row 0 of the fixed-size NMS result: kept count, candidate count, unsettled boxes.
 _KEPT, _CANDIDATES, _UNSETTLED = 0, 1, 2
-
-
-def torch_dtype(dtype: np.dtype) -> torch.dtype:
-    """The torch dtype of a numpy float dtype (float16 or float32)."""
-    import torch
-
-    return torch.float16 if np.dtype(dtype) == np.float16 else torch.float32
 
 
 def supports_torch_pipeline(engine: Any) -> bool:

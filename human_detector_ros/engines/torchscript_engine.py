@@ -6,13 +6,16 @@ pipeline (GPU letterbox -> forward -> GPU NMS).
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, TYPE_CHECKING
 
 import numpy as np
 
-from human_detector_ros.engines.base import Engine, TensorSpec, parse_device
+from human_detector_ros.engines.base import DEFAULT_INPUT_HW, Engine, parse_device, TensorSpec
 from human_detector_ros.errors import InferenceError, ModelLoadError
 from human_detector_ros.model_metadata import metadata_from_torchscript_config
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT_NAME = 'images'
 
@@ -22,6 +25,13 @@ def _flatten(result: Any) -> List[Any]:
     if isinstance(result, (tuple, list)):
         return [tensor for item in result for tensor in _flatten(item)]
     return [result]
+
+
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a numpy float dtype (float16 or float32)."""
+    import torch
+
+    return torch.float16 if np.dtype(dtype) == np.float16 else torch.float32
 
 
 class TorchScriptEngine(Engine):
@@ -61,8 +71,8 @@ class TorchScriptEngine(Engine):
         parameter = next(iter(module.parameters()), None)
         dtype = np.dtype(np.float16) if parameter is not None and \
             parameter.dtype == torch.float16 else np.dtype(np.float32)
-        self._torch_dtype = torch.float16 if dtype == np.float16 else torch.float32
-        height, width = metadata.imgsz or (640, 640)
+        self._torch_dtype = torch_dtype(dtype)
+        height, width = metadata.imgsz or DEFAULT_INPUT_HW
         inputs = (TensorSpec(INPUT_NAME, (1, 3, height, width), dtype),)
         outputs = self._probe_outputs(model_path, inputs[0])
         super().__init__(model_path, str(self._device), inputs, outputs, metadata)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from ros_harness import RosProcess
+
 sys.path.insert(0, os.path.dirname(__file__))
 
-from ros_harness import RosProcess  # noqa: E402
 
 # Set before any DDS participant exists: this run's processes see only each other.
 os.environ['ROS_DOMAIN_ID'] = str(os.getpid() % 100 + 1)
@@ -29,8 +31,9 @@ def rclpy_context() -> Iterator[None]:
 
 
 @pytest.fixture
-def start_process(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
+def start_process(tmp_path: Path) -> Iterator[Callable[..., 'RosProcess']]:
     """Start child processes that are stopped (SIGINT) at the end of the test."""
+    from ros_harness import RosProcess  # imports rclpy: only tests that start processes need it
     started: List[RosProcess] = []
 
     def start(command: List[str], name: str, env: Optional[Dict[str, Optional[str]]] = None

@@ -197,3 +197,15 @@ def test_invalid_values_are_rejected_with_a_reason(client, reference, name, text
     frame = read_bgr(str(sample_image_path('camera.png')))
     _, msg = detect(client, frame)
     assert_same_detections(msg, reference(frame))
+
+
+def test_publish_annotated_false_stops_the_annotated_image(client, two_people,
+                                                           restore_parameters):
+    client.subscribe_annotated()
+    assert ros2_param_set(client, NODE, 'publish_annotated', 'false').successful
+    header, _ = detect(client, two_people)
+    client.spin_until(lambda: False, 1.0)
+    assert stamp_key(header) not in client.annotated
+    assert ros2_param_set(client, NODE, 'publish_annotated', 'true').successful
+    header, _ = detect(client, two_people, with_annotated=True)
+    assert stamp_key(header) in client.annotated

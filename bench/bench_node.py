@@ -28,9 +28,9 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
 from human_detector_ros.assets import sample_image_path
-from human_detector_ros.dds_profile import large_image_environment, PROFILE_VARIABLE
-from human_detector_ros.ros_messages import bgr_to_image_msg
-from human_detector_ros.ros_paths import installed_config, installed_executable
+from human_detector_ros.ros.dds_profile import large_image_environment, PROFILE_VARIABLE
+from human_detector_ros.ros.messages import bgr_to_image_msg
+from human_detector_ros.ros.paths import installed_config, installed_executable
 from human_detector_ros.image_conversion import read_bgr
 
 TOPIC = '/bench/image'

@@ -12,7 +12,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from human_detector_ros.dds_profile import large_image_environment
+from human_detector_ros.ros.dds_profile import large_image_environment
 
 PACKAGE = 'human_detector_ros'
 

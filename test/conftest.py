@@ -23,7 +23,7 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 def rclpy_context() -> Iterator[None]:
     """rclpy initialised for the test process, with the large-image DDS profile."""
     import rclpy
-    from human_detector_ros.dds_profile import large_image_environment
+    from human_detector_ros.ros.dds_profile import large_image_environment
     os.environ.update(large_image_environment())
     rclpy.init()
     yield

@@ -15,7 +15,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetPara
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 
-from human_detector_ros.ros_paths import installed_config, installed_executable
+from human_detector_ros.ros.paths import installed_config, installed_executable
 
 PIPELINE_COUNTS = ('frames published', 'frames dropped (invalid image)',
                    'frames dropped (inference failed)', 'frames superseded by newer ones')

@@ -12,9 +12,9 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 
-from human_detector_ros.detection_client import DetectionClient, stamp_key
+from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.health import STAGES
-from human_detector_ros.ros_paths import installed_executable
+from human_detector_ros.ros.paths import installed_executable
 from ros_harness import DiagnosticsMonitor, deep_reliable_input, detector_command
 
 STARTUP_S = 60.0
@@ -33,7 +33,7 @@ import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from human_detector_ros.ros_messages import bgr_to_image_msg
+from human_detector_ros.ros.messages import bgr_to_image_msg
 
 rclpy.init()
 node = rclpy.create_node('hd_camera')

@@ -13,7 +13,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
 from human_detector_ros.assets import sample_image_path
-from human_detector_ros.detection_client import DetectionClient, stamp_key
+from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.image_conversion import image_msg_to_bgr
 from human_detector_ros.image_conversion import read_bgr

@@ -15,9 +15,9 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
 from human_detector_ros.assets import sample_image_path
-from human_detector_ros.detection_client import DetectionClient
+from human_detector_ros.ros.detection_client import DetectionClient
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.ros_paths import installed_executable
+from human_detector_ros.ros.paths import installed_executable
 from human_detector_ros.image_conversion import read_bgr
 from ros_harness import detector_command
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from ament_index_python.packages import get_package_share_directory
 
-from human_detector_ros.node_parameters import PARAMETERS
+from human_detector_ros.ros.parameters import PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / 'config' / 'human_detector.yaml'

@@ -20,7 +20,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
-from human_detector_ros.detection_client import DetectionClient, stamp_key, StampKey
+from human_detector_ros.ros.detection_client import DetectionClient, stamp_key, StampKey
 from ros_harness import DiagnosticsMonitor, deep_reliable_input, detector_command
 
 FRAMES = int(os.environ.get('HUMAN_DETECTOR_SOAK_FRAMES', '10000'))

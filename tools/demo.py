@@ -19,11 +19,10 @@ import rclpy
 from vision_msgs.msg import Detection2DArray
 
 from human_detector_ros.assets import SAMPLE_IMAGES, sample_image_path
-from human_detector_ros.dds_profile import large_image_environment
-from human_detector_ros.detection_client import DetectionClient, stamp_key
-from human_detector_ros.image_conversion import image_msg_to_bgr
-from human_detector_ros.ros_paths import installed_config, installed_executable
-from human_detector_ros.image_conversion import read_bgr
+from human_detector_ros.image_conversion import image_msg_to_bgr, read_bgr
+from human_detector_ros.ros.dds_profile import large_image_environment
+from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
+from human_detector_ros.ros.paths import installed_config, installed_executable
 
 
 def describe(msg: Detection2DArray, names: Dict[str, str]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Mapping
 
-from human_detector_ros.ros_paths import installed_config
+from human_detector_ros.ros.paths import installed_config
 
 PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
 # Fast DDS 2.x (Humble, Jazzy) reads the older name; Fast DDS 3 warns that it is deprecated.

@@ -30,10 +30,10 @@ from human_detector_ros.detector import HumanDetector
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError, InvalidParameterError
 from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
-from human_detector_ros.node_parameters import PARAMETERS, PARAMETERS_BY_NAME
+from human_detector_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME
 from human_detector_ros.postprocess import NmsConfig
-from human_detector_ros.ros_entry import run_node
-from human_detector_ros.ros_messages import (
+from human_detector_ros.ros.entry import run_node
+from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
 
 try:

@@ -16,8 +16,8 @@ from std_msgs.msg import Header
 from human_detector_ros.assets import SAMPLE_IMAGES, sample_image_path
 from human_detector_ros.errors import InvalidParameterError
 from human_detector_ros.image_conversion import read_bgr
-from human_detector_ros.ros_entry import run_node
-from human_detector_ros.ros_messages import bgr_to_image_msg
+from human_detector_ros.ros.entry import run_node
+from human_detector_ros.ros.messages import bgr_to_image_msg
 
 
 class SampleCamera(Node):

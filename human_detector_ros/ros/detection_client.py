@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from human_detector_ros.ros_messages import bgr_to_image_msg
+from human_detector_ros.ros.messages import bgr_to_image_msg
 
 StampKey = Tuple[int, int]
 

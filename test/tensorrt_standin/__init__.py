@@ -1,9 +1,16 @@
-"""STAND-IN TensorRT and CUDA runtime for tests on machines without an NVIDIA GPU.
+"""STAND-IN TensorRT and CUDA runtime, for tests and benchmarks without a real TensorRT.
 
 `install(monkeypatch, version)` puts a stand-in `tensorrt` module of that TensorRT generation
 (see `trt.py`) into `sys.modules`, and, unless `real_cudart` is set, a stand-in CUDA runtime
 (see `cudart.py`) as `cuda.bindings.runtime` (cuda-python 12.6+) or, with
-`cudart_layout='legacy'`, as `cuda.cudart` (older cuda-python). monkeypatch undoes it all.
+`cudart_layout='legacy'`, as `cuda.cudart` (older cuda-python). The stand-in runtime models a
+machine without an NVIDIA GPU, so PyTorch, if installed, sees no CUDA device meanwhile.
+monkeypatch undoes it all.
+
+With `real_cudart=True` only `tensorrt` is replaced and the machine's real GPU is used: plans
+from `plan_bytes` run their ONNX model on the CPU between real device buffers, plans from
+`gpu_plan_bytes` run a TorchScript module on the GPU, on the caller's stream (the GPU
+stand-in, `gpu.py`).
 """
 from __future__ import annotations
 
@@ -13,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tensorrt_standin import cudart as cudart_standin
+from tensorrt_standin.gpu import gpu_plan_bytes
 from tensorrt_standin import trt as trt_standin
 from tensorrt_standin.trt import plan_bytes, ultralytics_engine_bytes
 
-__all__ = ['StandIn', 'install', 'plan_bytes', 'ultralytics_engine_bytes']
+__all__ = ['StandIn', 'gpu_plan_bytes', 'install', 'plan_bytes', 'ultralytics_engine_bytes']
 
 
 @dataclass
@@ -44,6 +52,13 @@ def install(monkeypatch: Any, version: str = '10.3.0', device_count: int = 1,
     monkeypatch.setitem(sys.modules, 'tensorrt', trt)
     if real_cudart:
         return StandIn(trt, None, None)
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+        monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
     gpu = cudart_standin.StandinGpu(device_count)
     runtime = cudart_standin.build_module(gpu)
     if cudart_layout == 'bindings':

@@ -426,7 +426,8 @@ class TensorRTEngine(Engine):
     def infer_torch(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """[1, 3, H, W] torch tensor -> {output name: the engine's bound output tensor}.
 
-        Enqueued on torch's current stream of the engine's device; nothing is waited for.
+        Enqueued on torch's current stream of the engine's device; nothing is waited for. Make
+        that a stream of your own: TensorRT synchronizes around the default stream.
         `images` (any device and float dtype) is copied into `torch_input()` unless it is that
         tensor. The outputs are the engine's own tensors, overwritten by the next call. The
         bound addresses never change, so a CUDA graph may capture this call (after one call

@@ -14,6 +14,7 @@ stand-in, `gpu.py`).
 """
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class StandIn:
 
 def _package(name: str, **attributes: Any) -> types.ModuleType:
     module = types.ModuleType(name, 'stand-in package')
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
     module.__path__ = []
     for key, value in attributes.items():
         setattr(module, key, value)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import importlib.machinery
 import json
 import sys
 import types
@@ -111,6 +112,8 @@ def build_module(version: str = '10.3.0',
     """A `tensorrt` module object of TensorRT generation `version` (see the module doc)."""
     has_bindings, has_tensors = _generation(version)
     module = types.ModuleType('tensorrt', __doc__)
+    # importlib.util.find_spec('tensorrt') (torch._dynamo asks) needs a spec to return.
+    module.__spec__ = importlib.machinery.ModuleSpec('tensorrt', None)
     module.__version__ = version
     module.calls = {}
     module.streams = collections.deque(maxlen=100)  # the stream handles of recent enqueues

@@ -19,6 +19,7 @@ from human_detector_ros.engines import load_engine
 from human_detector_ros.engines.tensorrt_engine import TensorRTEngine
 from human_detector_ros.errors import InferenceError
 from human_detector_ros.gpu_pipeline import supports_torch_pipeline
+from human_detector_ros.postprocess import NmsConfig
 
 torch = pytest.importorskip('torch')
 from test_gpu_pipeline import (  # noqa: E402
@@ -129,13 +130,19 @@ def test_auto_pipeline_runs_tensorrt_gpu_resident_in_graphs(
         assert next(reversed(pipeline._stages.values())).letterbox.graph is not None
     # Every frame replayed the captured enqueue: TensorRT was not called again.
     assert standin.trt.calls == enqueues
+    # The default thresholds settle within the fixed-size NMS (the low ones above can take
+    # its exact fallback, which synchronizes): then a frame has no synchronising operation
+    # but waiting for its result.
+    ours.config = NmsConfig()
     frame = _sample('astronaut.png', (1080, 1920))
     first = ours(frame)
+    fallbacks = pipeline.fallbacks
     torch.cuda.set_sync_debug_mode('error')
     try:
         again = [ours(frame) for _ in range(3)]
     finally:
         torch.cuda.set_sync_debug_mode('default')
+    assert pipeline.fallbacks == fallbacks
     for detections in again:
         _assert_equal(detections, first)
 

@@ -227,16 +227,17 @@ def upload_figures(args: argparse.Namespace) -> Dict[str, Any]:
     return figures
 
 
-def standin_plan(torchscript: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
-    """A GPU stand-in TensorRT 10.3 plan running `torchscript`, float32 I/O as Ultralytics'
-    engines have; the stand-in `tensorrt` module goes into sys.modules."""
+def standin_plan(torchscript: pathlib.Path, into: pathlib.Path, io_dtype: str
+                 ) -> pathlib.Path:
+    """A GPU stand-in TensorRT 10.3 plan running `torchscript` with I/O in `io_dtype`; the
+    stand-in `tensorrt` module goes into sys.modules."""
     sys.path.insert(0, str(ROOT / 'test'))
     from tensorrt_standin import gpu_plan_bytes
     from tensorrt_standin.trt import build_module
 
     sys.modules['tensorrt'] = build_module(STANDIN_VERSION)
-    path = into / (torchscript.stem + '.standin.engine')
-    path.write_bytes(gpu_plan_bytes(str(torchscript), STANDIN_VERSION, 'float32'))
+    path = into / f'{torchscript.stem}.{io_dtype}-io.standin.engine'
+    path.write_bytes(gpu_plan_bytes(str(torchscript), STANDIN_VERSION, io_dtype))
     return path
 
 
@@ -352,14 +353,16 @@ def gpu_figures(path: pathlib.Path, args: argparse.Namespace, scratch: pathlib.P
         path, lambda detector: torch_forward(module, args.device, half), args, ultralytics,
         uploads)
     if args.tensorrt_standin:
-        plan = standin_plan(path, scratch)
-
         def engine_forward(detector: HumanDetector) -> Any:
             output = detector.engine.outputs[0].name
             return lambda blob: detector.engine.infer(blob)[output].astype(np.float32)
 
-        figures['tensorrt_standin'] = engine_figures(plan, engine_forward, args, ultralytics,
-                                                     uploads)
+        # float32 I/O as Ultralytics' engines have (TensorRT converts at the edges of an fp16
+        # engine), and for an fp16 model also float16 I/O, the TorchScript path's input.
+        for io_dtype in ('float32', 'float16') if half else ('float32',):
+            plan = standin_plan(path, scratch, io_dtype)
+            figures[f'tensorrt_standin_{io_dtype}_io'] = engine_figures(
+                plan, engine_forward, args, ultralytics, uploads)
     return figures
 
 

@@ -207,23 +207,37 @@ def replay_and_wait(graph: Any) -> None:
 
 
 def upload_figures(args: argparse.Namespace) -> Dict[str, Any]:
-    """The frame upload alone, as the pipeline does it: torch copy into pinned memory + DMA."""
+    """The frame upload alone, as the pipeline does it: torch copy into pinned memory + DMA.
+
+    Also, for comparison only, the DMA split in two halves on two streams.
+    """
     import torch
 
-    figures = {}
+    figures: Dict[str, Any] = {}
     for hw in SIZES:
         frame = people_frame(hw)
         pinned = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
         device = torch.empty(frame.shape, dtype=torch.uint8, device=args.device)
-        stream = torch.cuda.Stream(args.device)
+        streams = [torch.cuda.Stream(args.device) for _ in range(2)]
+        halves = (slice(0, hw[0] // 2), slice(hw[0] // 2, hw[0]))
 
         def upload() -> None:
             pinned.copy_(torch.from_numpy(frame))
-            with torch.cuda.stream(stream):
+            with torch.cuda.stream(streams[0]):
                 device.copy_(pinned, non_blocking=True)
-            stream.synchronize()
+            streams[0].synchronize()
 
-        figures[f'{hw[1]}x{hw[0]}'] = summary(timed(upload, args.frames, args.warmup))
+        def upload_halves() -> None:
+            pinned.copy_(torch.from_numpy(frame))
+            for half, stream in zip(halves, streams):
+                with torch.cuda.stream(stream):
+                    device[half].copy_(pinned[half], non_blocking=True)
+            for stream in streams:
+                stream.synchronize()
+
+        name = f'{hw[1]}x{hw[0]}'
+        figures[name] = summary(timed(upload, args.frames, args.warmup))
+        figures[name]['two_streams'] = summary(timed(upload_halves, args.frames, args.warmup))
     return figures
 
 

@@ -306,3 +306,21 @@ def test_detector_on_a_real_image_through_the_built_engine(monkeypatch, tmp_path
         assert detector.names == {0: 'Normal', 1: 'Fall'}
     assert len(found) == len(expected) > 0
     np.testing.assert_allclose(found.boxes, expected.boxes, atol=1e-2)
+
+
+def test_cli_builds_the_engine_and_shows_the_progress(monkeypatch, tmp_path, onnx_path,
+                                                      capsys):
+    from human_detector_ros.cli import main
+    standin = tensorrt_standin.install(monkeypatch, '8.6.1')
+    image_path = str(sample_image_path('astronaut.png'))
+    monkeypatch.setenv('HUMAN_DETECTOR_ROS_CACHE', str(tmp_path / 'cache'))
+    arguments = [image_path, '--model', str(onnx_path),
+                 '--backend', 'tensorrt', '--tensorrt-precision', 'fp32',
+                 '--output-dir', str(tmp_path / 'out')]
+    assert main(arguments) == 0
+    assert 'Building a TensorRT engine from' in capsys.readouterr().err
+    summary = json.loads((tmp_path / 'out' / 'detections.json').read_text())
+    assert summary['backend'] == 'tensorrt' and summary['images'][0]['detections']
+    assert summary['model'].endswith('.fp32.engine')
+    assert main(arguments) == 0 and standin.trt.builds == 1
+    assert 'Using the cached TensorRT engine' in capsys.readouterr().err

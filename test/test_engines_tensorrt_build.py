@@ -324,3 +324,16 @@ def test_cli_builds_the_engine_and_shows_the_progress(monkeypatch, tmp_path, onn
     assert summary['model'].endswith('.fp32.engine')
     assert main(arguments) == 0 and standin.trt.builds == 1
     assert 'Using the cached TensorRT engine' in capsys.readouterr().err
+
+
+def test_cached_engine_that_no_longer_loads_is_named_for_deletion(monkeypatch, tmp_path,
+                                                                  onnx_path):
+    tensorrt_standin.install(monkeypatch, '10.3.0')
+    path = engine_for_onnx(onnx_path, 'cuda', 'fp16', tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelLoadError) as error:
+        load_engine(onnx_path, backend='tensorrt', tensorrt_cache_dir=tmp_path)
+    message = str(error.value)
+    assert 'cannot deserialize' in message
+    assert f'{path} is the engine cached for {onnx_path}: delete it' in message

@@ -115,17 +115,24 @@ def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
         raise ModelLoadError(
             f'Unknown backend {backend!r} for model {model_path}. Use "auto" or one of: '
             f'{", ".join(BACKENDS)}.')
+    built_from: Optional[pathlib.Path] = None
     if chosen == 'onnxruntime':
         from human_detector_ros.engines.onnxruntime_engine import OnnxRuntimeEngine as Backend
     elif chosen == 'tensorrt':
         from human_detector_ros.engines.tensorrt_engine import TensorRTEngine as Backend
         if _is_onnx(model_path):
             from human_detector_ros.engines.tensorrt_build import engine_for_onnx
-            model_path = engine_for_onnx(model_path, device, tensorrt_precision,
-                                         tensorrt_cache_dir)
+            built_from, model_path = model_path, engine_for_onnx(
+                model_path, device, tensorrt_precision, tensorrt_cache_dir)
     else:
         from human_detector_ros.engines.torchscript_engine import TorchScriptEngine as Backend
-    engine = Backend(model_path, device)
+    try:
+        engine = Backend(model_path, device)
+    except ModelLoadError as error:
+        if built_from is None:
+            raise
+        raise ModelLoadError(f'{error} ({model_path} is the engine cached for {built_from}: '
+                             f'delete it and start again to build it anew.)') from None
     from human_detector_ros.postprocess import resolve_layout
     try:
         resolve_layout(engine.outputs)

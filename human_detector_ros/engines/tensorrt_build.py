@@ -195,7 +195,7 @@ def _add_profile_for_dynamic_inputs(builder: Any, network: Any, config: Any,
         shape = tuple(int(dim) for dim in tensor.shape)
         if all(dim >= 0 for dim in shape):
             continue
-        wanted = (1, 3, height, width)[:len(shape)] if len(shape) == 4 else (1,) * len(shape)
+        wanted = (1, 3, height, width) if len(shape) == 4 else (1,) * len(shape)
         fixed = tuple(dim if dim >= 0 else wanted[i] for i, dim in enumerate(shape))
         profile = profile or builder.create_optimization_profile()
         profile.set_shape(tensor.name, fixed, fixed, fixed)
@@ -296,6 +296,7 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
                                              suffix='.partial')
     try:
         with os.fdopen(descriptor, 'wb') as stream:
+            os.fchmod(stream.fileno(), 0o644)
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())

@@ -105,7 +105,7 @@ def test_first_start_builds_and_caches_second_start_reuses(
     ('11.0.0', {'fp16': 'fp32', 'fp32': 'fp32'}),
 ])
 def test_precision_reaches_the_builder_and_keys_the_cache(monkeypatch, tmp_path, onnx_path,
-                                                          version, expected):
+                                                          version, expected, caplog):
     standin = tensorrt_standin.install(monkeypatch, version)
     cache = tmp_path / 'cache'
     built = {}
@@ -118,6 +118,7 @@ def test_precision_reaches_the_builder_and_keys_the_cache(monkeypatch, tmp_path,
         # Strong typing: both requests build the same engine, once.
         assert built['fp16'][0] == built['fp32'][0] and standin.trt.builds == 1
         assert built['fp16'][1] == 'typed'
+        assert 'builds strongly typed networks' in caplog.text
     else:
         assert built['fp16'][0] != built['fp32'][0] and standin.trt.builds == 2
         assert built['fp16'][1] == 'fp16' and built['fp32'][1] == 'fp32'

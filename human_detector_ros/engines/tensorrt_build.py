@@ -25,7 +25,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from human_detector_ros.engines.base import DEFAULT_INPUT_HW, parse_device
 from human_detector_ros.errors import ModelLoadError
@@ -36,9 +36,6 @@ PRECISIONS = ('fp16', 'fp32')
 DEFAULT_PRECISION = 'fp16'
 # Caps the scratch memory of a layer at build and run time; a Jetson shares it with the CPU.
 WORKSPACE_BYTES = 1 << 30
-# ModelProto.metadata_props and StringStringEntryProto.key/value in onnx.proto.
-_ONNX_METADATA_PROPS = 14
-_ONNX_ENTRY_KEY, _ONNX_ENTRY_VALUE = 1, 2
 _COPIED_METADATA = ('names', 'imgsz', 'stride', 'task', 'description')
 _SLUG = re.compile(r'[^A-Za-z0-9]+')
 
@@ -57,62 +54,22 @@ def default_cache_dir() -> pathlib.Path:
     return cache_dir() / 'engines'
 
 
-def _read_varint(data: memoryview, position: int) -> Optional[tuple]:
-    value, shift = 0, 0
-    while position < len(data) and shift < 64:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-    return None
-
-
-def _protobuf_fields(data: memoryview) -> Optional[List[tuple]]:
-    """Top-level (field number, memoryview) of the length-delimited fields of a protobuf
-    message; None if `data` is not a well-formed message."""
-    fields, position = [], 0
-    while position < len(data):
-        read = _read_varint(data, position)
-        if read is None:
-            return None
-        tag, position = read
-        wire_type = tag & 7
-        if wire_type == 0:
-            read = _read_varint(data, position)
-            if read is None:
-                return None
-            position = read[1]
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 2:
-            read = _read_varint(data, position)
-            if read is None or read[1] + read[0] > len(data):
-                return None
-            length, start = read
-            fields.append((tag >> 3, data[start:start + length]))
-            position = start + length
-        else:
-            return None
-    return fields if position == len(data) else None
-
-
 def onnx_metadata(onnx_bytes: bytes) -> Dict[str, str]:
-    """The `metadata_props` of a serialized ONNX ModelProto ({} when it has none or does not
-    parse); Ultralytics stores names, imgsz and stride there."""
-    metadata: Dict[str, str] = {}
-    for number, payload in _protobuf_fields(memoryview(onnx_bytes)) or ():
-        if number != _ONNX_METADATA_PROPS:
-            continue
-        entry = dict(_protobuf_fields(payload) or ())
-        key, value = entry.get(_ONNX_ENTRY_KEY), entry.get(_ONNX_ENTRY_VALUE, b'')
-        if key is not None:
-            metadata[bytes(key).decode('utf-8', 'replace')] = \
-                bytes(value).decode('utf-8', 'replace')
-    return metadata
+    """The `metadata_props` of a serialized ONNX ModelProto, read with the `onnx` library ({}
+    when it has none or does not parse); Ultralytics stores names, imgsz and stride there."""
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError as error:
+        raise ModelLoadError(
+            'building a TensorRT engine from ONNX reads the model\'s class names with the '
+            f'onnx package, which is not installed ({error}). Install it: pip install onnx'
+        ) from error
+    try:
+        model = onnx.load_model_from_string(onnx_bytes)
+    except (DecodeError, ValueError):
+        return {}
+    return {entry.key: entry.value for entry in model.metadata_props}
 
 
 def gpu_identity(device_index: int, model_path: pathlib.Path) -> GpuIdentity:

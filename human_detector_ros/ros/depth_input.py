@@ -43,6 +43,7 @@ class DepthCounts:
 
     depth_frames_received: int = 0
     depth_frames_invalid: int = 0
+    camera_infos_received: int = 0
     camera_infos_rejected: int = 0
     frames_with_depth: int = 0
     frames_without_camera_info: int = 0
@@ -54,6 +55,7 @@ class DepthCounts:
 _DIAGNOSTIC_KEYS = {
     'depth_frames_received': 'depth frames received',
     'depth_frames_invalid': 'depth frames dropped (invalid)',
+    'camera_infos_received': 'camera_info received',
     'camera_infos_rejected': 'camera_info rejected (not calibrated)',
     'frames_with_depth': 'frames with depth',
     'frames_without_camera_info': 'frames without depth (no camera_info yet)',
@@ -109,11 +111,13 @@ class DepthInput:
             camera = (Intrinsics.from_k(msg.k), msg.width, msg.height)
         except ValueError as error:
             with self._ready:
+                self.counts.camera_infos_received += 1
                 self.counts.camera_infos_rejected += 1
             self._logger.warning(f'camera_info ignored: {error}',
                                  throttle_duration_sec=LOG_THROTTLE_S)
             return
         with self._ready:
+            self.counts.camera_infos_received += 1
             self._camera = camera
 
     def locate(self, header: Header, detections: Detections, image_shape: Sequence[int]

@@ -32,6 +32,10 @@ NO_ID = 0
 DEFAULT_FRAME_INTERVAL_S = 1.0 / 30.0
 FRAME_INTERVAL_WINDOW = 15
 
+# The library keeps every removed track forever and walks them all each frame, so a long run
+# slows down and grows; it needs only the last frame's. Keep a bounded tail.
+REMOVED_TRACKS_KEPT = 100
+
 # A track's box after the Kalman update lies on its measurement (IoU well above 0.9 for
 # people); 0.5 only guards against pairing a track with a neighbour's box.
 _OUTPUT_MATCH_MIN_IOU = 0.5
@@ -112,6 +116,7 @@ class PersonTracker:
         frames_lost = math.ceil(self.config.lost_track_s / self._frame_interval_s() - 1e-9)
         self._tracker.max_time_lost = max(1, frames_lost)
         tracks = self._tracker.update(np.column_stack([boxes, scores]), (1, 1), (1, 1))
+        del self._tracker.removed_stracks[:-REMOVED_TRACKS_KEPT]
         ids = np.full(len(boxes), NO_ID, dtype=np.int64)
         if not tracks or not len(boxes):
             return ids

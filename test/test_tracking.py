@@ -6,7 +6,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pytest
 
-from human_detector_ros.tracking import NO_ID, PersonTracker, TrackerConfig
+from human_detector_ros.tracking import (
+    NO_ID, REMOVED_TRACKS_KEPT, PersonTracker, TrackerConfig)
 
 Frame = Tuple[float, Dict[str, Sequence[float]]]
 
@@ -124,6 +125,17 @@ def test_reconfigure_restarts_and_keeps_ids_unique():
     after = run(tracker, [(stamp + 1 / 6, people) for stamp, people in two_people(5, 30.0)])
     assert tracker.config.min_iou == 0.3
     assert min(after[-1].values()) > max(before[-1].values())
+
+
+def test_people_who_come_and_go_leave_bounded_state():
+    tracker = PersonTracker(TrackerConfig(lost_track_s=0.1))
+    for frame in range(4 * REMOVED_TRACKS_KEPT):
+        x = 200.0 * (frame % 5)
+        # Each person is seen in two frames, then never again.
+        tracker.update(np.array([[x, 0.0, x + 100.0, 200.0]]) + frame // 5 * 3, [0.9],
+                       frame / 30.0)
+    assert len(tracker._tracker.removed_stracks) <= REMOVED_TRACKS_KEPT
+    assert len(tracker._tracker.lost_stracks) + len(tracker._tracker.tracked_stracks) < 20
 
 
 def test_no_boxes_and_low_scores():

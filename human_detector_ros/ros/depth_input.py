@@ -18,7 +18,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection3DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from human_detector_ros.depth import DepthImage, Intrinsics, PersonPosition, StampBuffer, \
     locate_people
@@ -167,9 +167,10 @@ class DepthInput:
                 return depth
             self._ready.wait(remaining)
 
-    def publish(self, detections: Detections, ids: Sequence[str],
-                positions: Sequence[Optional[PersonPosition]], header: Header) -> None:
-        self._publisher.publish(detections_3d_msg(detections, ids, positions, header))
+    def publish(self, flat: Detection2DArray,
+                positions: Sequence[Optional[PersonPosition]]) -> None:
+        """Publish `detections_3d`: the Detection2Ds of `flat` that have a position."""
+        self._publisher.publish(detections_3d_msg(flat, positions))
 
     def diagnostics(self) -> Dict[str, str]:
         """The counts as /diagnostics key/values."""

@@ -36,15 +36,13 @@ def detections_to_msg(detections: Detections, header: Header,
     return array
 
 
-def detections_3d_msg(detections: Detections, ids: Sequence[str],
-                      positions: Sequence[Optional[PersonPosition]],
-                      header: Header) -> Detection3DArray:
-    """One Detection3D per detection that has a position, with the same hypothesis and id
-    as its Detection2D; box centre and size in metres in the camera's optical frame (the
-    colour image's `header`, copied unchanged), orientation identity."""
-    array = Detection3DArray(header=header)
-    for score, class_id, track_id, position in zip(
-            detections.scores.tolist(), detections.class_ids.tolist(), ids, positions):
+def detections_3d_msg(flat: Detection2DArray,
+                      positions: Sequence[Optional[PersonPosition]]) -> Detection3DArray:
+    """One Detection3D per Detection2D of `flat` that has a position, with the same header,
+    hypotheses (shared, not copied) and id; box centre and size in metres in the camera's
+    optical frame (the colour image's frame), orientation identity."""
+    array = Detection3DArray(header=flat.header)
+    for detection, position in zip(flat.detections, positions):
         if position is None:
             continue
         box = BoundingBox3D()
@@ -54,8 +52,8 @@ def detections_3d_msg(detections: Detections, ids: Sequence[str],
         box.center.orientation.w = 1.0
         box.size.x, box.size.y, box.size.z = (position.width, position.height,
                                               position.depth_extent)
-        array.detections.append(Detection3D(header=header, results=[_hypothesis(score, class_id)],
-                                            bbox=box, id=track_id))
+        array.detections.append(Detection3D(header=flat.header, results=detection.results,
+                                            bbox=box, id=detection.id))
     return array
 
 

@@ -209,12 +209,13 @@ class HumanDetectorNode(Node):
             return
         detected = time.perf_counter()
         ids = self._track(detections, msg.header)
-        self._detections_pub.publish(detections_to_msg(detections, msg.header, ids))
+        flat = detections_to_msg(detections, msg.header, ids)
+        self._detections_pub.publish(flat)
         positions = None
         if self._depth is not None:
             positions = self._depth.locate(msg.header, detections, bgr.shape)
             if positions is not None:
-                self._depth.publish(detections, ids, positions, msg.header)
+                self._depth.publish(flat, positions)
         if self._values['publish_annotated'] and self._annotated_pub.get_subscription_count():
             labels = [' '.join(filter(None, (
                 f'#{track_id}' if track_id else '',

@@ -19,18 +19,13 @@ from human_detector_ros.depth import Intrinsics
 from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.synthetic import (
     CANVAS_SHAPE, Person, depth_metres, encode_depth, render, walking_sequence)
-from ros_harness import DiagnosticsMonitor, RosProcess, deep_reliable_input, detector_command
+from ros_harness import (
+    UPSTREAM_TYPE_HASHES, DiagnosticsMonitor, RosProcess, deep_reliable_input, detector_command)
 
 STARTUP_S = 60.0
 ANSWER_S = 120.0
 FRAME_ID = 'camera_color_optical_frame'
 INTRINSICS = Intrinsics(fx=600.0, fy=605.0, cx=640.5, cy=362.0)
-UPSTREAM_TYPE_HASHES = {
-    # vision_msgs 4.1.1's definitions hashed by rosbags (an independent implementation); the
-    # 3D messages are unchanged since 4.0.0.
-    'vision_msgs/msg/Detection3DArray':
-        'RIHS01_793f5eab9595ac1c0da07873cc859db42eae51f0ee76056db8562515d830e018',
-}
 
 
 @pytest.fixture(scope='module')

@@ -107,17 +107,18 @@ class DetectionClient(Node):
         return header
 
     def detect(self, bgr: np.ndarray, frame_id: str = 'camera', timeout_s: float = 30.0,
-               resend_after_s: float = 2.0, with_annotated: bool = False
-               ) -> Optional[Tuple[Header, Detection2DArray]]:
+               resend_after_s: float = 2.0, with_annotated: bool = False,
+               header: Optional[Header] = None) -> Optional[Tuple[Header, Detection2DArray]]:
         """Publish a frame and wait for its answer. A frame can be lost on the way (a
         best-effort reader drops samples of a writer it has not matched yet), so while no
-        answer comes the frame is sent again, stamped anew, every `resend_after_s`."""
+        answer comes the frame is sent again every `resend_after_s`, stamped anew unless
+        `header` is given."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            header = self.publish_frame(bgr, frame_id)
-            key = stamp_key(header)
+            sent = self.publish_frame(bgr, frame_id, header)
+            key = stamp_key(sent)
             wait_s = min(resend_after_s, end - time.monotonic())
             if self.spin_until(lambda: key in self.detections and (
                     not with_annotated or key in self.annotated), wait_s):
-                return header, self.detections[key]
+                return sent, self.detections[key]
         return None

@@ -51,12 +51,15 @@ def describe(msg: Detection2DArray, names: Dict[str, str]) -> str:
 
 def describe_3d(msg: Detection2DArray, spatial: Optional[Detection3DArray],
                 names: Dict[str, str]) -> str:
-    positions = {detection.id: detection.bbox.center.position
+    def key(detection) -> tuple:
+        hypothesis = detection.results[0].hypothesis
+        return detection.id, hypothesis.class_id, hypothesis.score
+    positions = {key(detection): detection.bbox.center.position
                  for detection in (spatial.detections if spatial else [])}
     parts = []
     for detection in msg.detections:
         hypothesis = detection.results[0].hypothesis
-        where = positions.get(detection.id)
+        where = positions.get(key(detection))
         at = f' at ({where.x:+.2f}, {where.y:+.2f}, {where.z:.2f}) m' if where else ''
         parts.append(f'#{detection.id or "?"} {names.get(hypothesis.class_id, "?")} '
                      f'{hypothesis.score:.2f}{at}')

@@ -12,6 +12,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, Detection3DArray
 
@@ -20,7 +21,8 @@ from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.synthetic import (
     CANVAS_SHAPE, Person, depth_metres, encode_depth, render, walking_sequence)
 from ros_harness import (
-    UPSTREAM_TYPE_HASHES, DiagnosticsMonitor, RosProcess, deep_reliable_input, detector_command)
+    UPSTREAM_TYPE_HASHES, DiagnosticsMonitor, RosProcess, deep_reliable_input, detector_command,
+    ros2_param_set)
 
 STARTUP_S = 60.0
 ANSWER_S = 120.0
@@ -202,6 +204,42 @@ def test_a_frame_without_a_depth_frame_is_counted_and_gets_no_3d(client, diagnos
     assert diagnostics.wait_for(lambda status: any(
         kv.key == key_name and int(kv.value) == before + 1 for kv in status.values), 10.0)
     assert stamp_key(header) not in client.detections_3d
+
+
+def count(status, key: str) -> int:
+    return int({kv.key: kv.value for kv in status.values}.get(key, 0))
+
+
+def test_bad_depth_input_is_dropped_and_counted(client, diagnostics):
+    keys = ('depth frames dropped (invalid)', 'camera_info rejected (not calibrated)',
+            'frames without depth (depth size differs from image)', 'depth frames received')
+    before = {key: int(diagnostics.values().get(key, 0)) for key in keys}
+    header = header_at(6000.0)
+    client.camera_info_pub.publish(CameraInfo(header=header, width=1280, height=720))
+    client.depth_pub.publish(Image(header=header, height=2, width=2, encoding='mono8', step=2,
+                                   data=bytes(4)))
+    step, data = encode_depth(np.full((360, 640), 2.0, np.float32), '16UC1')
+    client.depth_pub.publish(Image(header=header, height=360, width=640, encoding='16UC1',
+                                   step=step, data=data))
+    assert diagnostics.wait_for(lambda status: all(
+        count(status, key) == before[key] + 1 for key in keys[:2] + keys[3:]), ANSWER_S)
+    bgr, _ = render({'camera': Person('camera.png', 700, 100)})
+    assert len(send(client, bgr, header).detections) == 1
+    assert diagnostics.wait_for(lambda status: count(status, keys[2]) == before[keys[2]] + 1,
+                                10.0)
+    assert stamp_key(header) not in client.detections_3d
+
+
+def test_tracking_off_and_on_live(client):
+    bgr, _ = render(walking_sequence()[0].people)
+    assert ros2_param_set(client, '/human_detector', 'tracking', 'false').successful
+    assert {d.id for d in send(client, bgr, header_at(7000.0)).detections} == {''}
+    assert ros2_param_set(client, '/human_detector', 'tracking', 'true').successful
+    ids = {d.id for d in send(client, bgr, header_at(7000.1)).detections}
+    assert len(ids) == 2 and '' not in ids
+    result = ros2_param_set(client, '/human_detector', 'tracking_lost_s', '100.0')
+    assert not result.successful
+    assert ros2_param_set(client, '/human_detector', 'tracking_lost_s', '2.0').successful
 
 
 def test_detections_3d_carry_the_upstream_type_hash(client):

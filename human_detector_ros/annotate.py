@@ -5,7 +5,7 @@ look like `yolo predict` output.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Tuple, TYPE_CHECKING
+from typing import List, Mapping, Optional, Sequence, Tuple, TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -68,6 +68,15 @@ def draw_detections(bgr: np.ndarray, detections: Detections, names: Mapping[int,
             label += f' {extra}'
         _draw_label(out, label, (x1, y1), color, thickness)
     return out
+
+
+def track_labels(ids: Sequence[str], distances_m: Sequence[Optional[float]]) -> List[str]:
+    """`extra_labels` for tracked people: `#id` and the distance, e.g. `#3 2.41m`; either
+    part is left out when the id is empty or the distance None."""
+    return [' '.join(part for part in (f'#{track_id}' if track_id else '',
+                                       f'{distance:.2f}m' if distance is not None else '')
+                     if part)
+            for track_id, distance in zip(ids, distances_m)]
 
 
 def _draw_label(image: np.ndarray, label: str, corner: Tuple[int, int], color: Color,

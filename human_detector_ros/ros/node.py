@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import ParameterException
@@ -25,8 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from human_detector_ros.annotate import draw_detections
-from human_detector_ros.depth import PersonPosition
+from human_detector_ros.annotate import draw_detections, track_labels
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError, InvalidParameterError
 from human_detector_ros.health import PipelineHealth
@@ -218,8 +217,9 @@ class HumanDetectorNode(Node):
             if positions is not None:
                 self._depth.publish(flat, positions)
         if self._values['publish_annotated'] and self._annotated_pub.get_subscription_count():
+            distances = [position and position.z for position in positions or [None] * len(ids)]
             annotated = draw_detections(bgr, detections, self.class_names(),
-                                        track_labels(ids, positions))
+                                        track_labels(ids, distances))
             self._annotated_pub.publish(bgr_to_image_msg(annotated, msg.header))
         published = time.perf_counter()
         timings = self._detector.last_timings
@@ -302,15 +302,6 @@ class HumanDetectorNode(Node):
         elif self._detector is not None:
             self._detector.close()
         super().destroy_node()
-
-
-def track_labels(ids: Sequence[str], positions: Optional[Sequence[Optional[PersonPosition]]]
-                 ) -> List[str]:
-    """What the annotated image adds to each label: `#id` and the distance, e.g. `#3 2.41m`."""
-    positions = positions or [None] * len(ids)
-    return [' '.join(part for part in (f'#{track_id}' if track_id else '',
-                                       f'{position.z:.2f}m' if position else '') if part)
-            for track_id, position in zip(ids, positions)]
 
 
 def main(args: Optional[List[str]] = None) -> int:

@@ -70,6 +70,8 @@ def walk(client: DetectionClient, output_dir: Path, timeout_s: float) -> bool:
     """The walking sequence with depth; prints ids and positions, writes walk_NN.png."""
     print(f'walking sequence, depth: astronaut at {WALK_DEPTHS_M["astronaut"]} m, camera at '
           f'{WALK_DEPTHS_M["camera"]} m, wall at 12 m; frame_id camera_color_optical_frame')
+    # A new scene: after more than tracking_lost_s (1 s) the node's tracker starts afresh.
+    client.spin_until(lambda: False, 1.5)
     start = client.get_clock().now().nanoseconds
     for frame in walking_sequence():
         bgr, rects = render(frame.people)

@@ -20,6 +20,7 @@ from typing import Deque, Optional
 import numpy as np
 
 try:
+    from cjm_byte_track.basetrack import BaseTrack
     from cjm_byte_track.core import BYTETracker
     from cjm_byte_track.matching import box_iou_batch, linear_assignment
 except ImportError as error:
@@ -69,7 +70,9 @@ class TrackerConfig:
 
 
 class PersonTracker:
-    """ByteTrack over one camera's frames; not thread-safe (one pipeline thread calls it)."""
+    """ByteTrack over one camera's frames. Several may live in one process (one per camera),
+    but only one thread may call them at a time: the library counts ids in a class attribute,
+    which each tracker swaps in and out around its update."""
 
     def __init__(self, config: Optional[TrackerConfig] = None) -> None:
         self.config = config or TrackerConfig()
@@ -83,8 +86,12 @@ class PersonTracker:
 
     def _new_tracker(self) -> BYTETracker:
         # frame_rate only sizes the lost-track buffer, which update() sets from the stamps.
-        return BYTETracker(track_thresh=self.config.track_threshold,
-                           match_thresh=1.0 - self.config.min_iou)
+        saved = BaseTrack._count
+        tracker = BYTETracker(track_thresh=self.config.track_threshold,
+                              match_thresh=1.0 - self.config.min_iou)
+        BaseTrack._count = saved
+        self._count = 0
+        return tracker
 
     def reconfigure(self, config: TrackerConfig) -> None:
         """Use `config` from the next frame on; the tracker restarts (ids stay unique)."""
@@ -115,7 +122,11 @@ class PersonTracker:
         self._advance_time(stamp_s)
         frames_lost = math.ceil(self.config.lost_track_s / self._frame_interval_s() - 1e-9)
         self._tracker.max_time_lost = max(1, frames_lost)
-        tracks = self._tracker.update(np.column_stack([boxes, scores]), (1, 1), (1, 1))
+        saved, BaseTrack._count = BaseTrack._count, self._count
+        try:
+            tracks = self._tracker.update(np.column_stack([boxes, scores]), (1, 1), (1, 1))
+        finally:
+            self._count, BaseTrack._count = BaseTrack._count, saved
         del self._tracker.removed_stracks[:-REMOVED_TRACKS_KEPT]
         ids = np.full(len(boxes), NO_ID, dtype=np.int64)
         if not tracks or not len(boxes):

@@ -138,6 +138,16 @@ def test_people_who_come_and_go_leave_bounded_state():
     assert len(tracker._tracker.lost_stracks) + len(tracker._tracker.tracked_stracks) < 20
 
 
+def test_two_trackers_in_one_process_keep_their_own_ids():
+    first, second = PersonTracker(), PersonTracker()
+    frames = two_people(10, 30.0)
+    results = [run(first, frames[:5]), run(second, frames[:5]), run(first, frames[5:]),
+               run(PersonTracker(), frames[:5]), run(second, frames[5:])]
+    for result in results:
+        assert sorted(result[-1].values()) == [1, 2]
+        assert id_switches(result) == 0
+
+
 def test_no_boxes_and_low_scores():
     tracker = PersonTracker()
     assert tracker.update(np.zeros((0, 4)), np.zeros(0), 0.0).shape == (0,)

@@ -189,6 +189,7 @@ def test_class_names_parameter_replaces_the_model_names(client, restore_paramete
     ('class_names', '[1, 2]', 'strings'),
     ('engine_path', '/tmp/other.onnx', 'read-only'),
     ('backend', 'tensorrt', 'read-only'),
+    ('tensorrt_precision', 'fp32', 'read-only'),
 ])
 def test_invalid_values_are_rejected_with_a_reason(client, reference, name, text, reason):
     result = ros2_param_set(client, NODE, name, text)

@@ -34,6 +34,7 @@ from human_detector_ros.ros.dds_profile import large_image_profile, profile_vari
 from human_detector_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME
 from human_detector_ros.postprocess import NmsConfig
 from human_detector_ros.ros.entry import run_node
+from human_detector_ros.ros.log_bridge import forward_core_logs
 from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
 
@@ -67,9 +68,12 @@ class HumanDetectorNode(Node):
         self._worker: Optional[threading.Thread] = None
         self._detector: Optional[HumanDetector] = None
         self._values = self._declare_parameters()
+        forward_core_logs(self.get_logger())
         self._detector = HumanDetector(
             model_path=self._values['engine_path'] or None,
-            backend=self._values['backend'], device=self._values['device'])
+            backend=self._values['backend'], device=self._values['device'],
+            tensorrt_precision=self._values['tensorrt_precision'],
+            tensorrt_cache_dir=self._values['tensorrt_cache_dir'] or None)
         self._detector.config = self._nms_config(self._values)
         self.health = PipelineHealth(no_image_warn_s=self._values['no_image_warn_s'])
 

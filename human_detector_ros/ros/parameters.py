@@ -10,6 +10,7 @@ from rcl_interfaces.msg import (
 
 from human_detector_ros.engines import BACKENDS
 from human_detector_ros.engines.base import is_device_name
+from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
 
 BACKEND_CHOICES = ('auto',) + BACKENDS
 INPUT_TRANSPORTS = ('raw', 'compressed')
@@ -84,6 +85,15 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   read_only=True, check=_one_of(BACKEND_CHOICES)),
     ParameterSpec('device', ParameterType.PARAMETER_STRING, 'auto',
                   'auto|cpu|cuda|cuda:N', read_only=True, check=_device),
+    ParameterSpec('tensorrt_precision', ParameterType.PARAMETER_STRING, DEFAULT_PRECISION,
+                  'Precision of the TensorRT engine built from an ONNX engine_path with backend '
+                  'tensorrt: ' + '|'.join(PRECISIONS) + ' (fp16 builds fp32 on a GPU without '
+                  'fast FP16; TensorRT 11 uses the ONNX model\'s own types)',
+                  read_only=True, check=_one_of(PRECISIONS)),
+    ParameterSpec('tensorrt_cache_dir', ParameterType.PARAMETER_STRING, '',
+                  'Folder for TensorRT engines built from ONNX; empty = '
+                  '$HUMAN_DETECTOR_ROS_CACHE/engines, else ~/.cache/human_detector_ros/engines',
+                  read_only=True),
     ParameterSpec('input_transport', ParameterType.PARAMETER_STRING, 'raw',
                   'raw: sensor_msgs/Image on `image`; compressed: '
                   'sensor_msgs/CompressedImage on `<image>/compressed`',

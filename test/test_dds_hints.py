@@ -9,7 +9,9 @@ exactly as it does when fragments of large frames are dropped (measured here: Fa
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Dict, Iterator
 
 import numpy as np
@@ -27,6 +29,13 @@ from ros_harness import DiagnosticsMonitor, detector_command
 STARTUP_S = 60.0
 ANSWER_S = 30.0
 HINT = 'fastdds_large_images.xml'
+HUMBLE_EVENTS = str(Path(__file__).parent / 'humble_events')
+"""PYTHONPATH for a node that must take Humble's path: no matched event, publishers polled."""
+EVENT_SOURCES = {
+    'matched event': {},
+    'Humble: polled': {'PYTHONPATH': os.pathsep.join(
+        [HUMBLE_EVENTS] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])},
+}
 
 ONE_SAMPLE_A_SECOND = '''<?xml version="1.0" encoding="UTF-8"?>
 <dds xmlns="http://www.eprosima.com">
@@ -121,12 +130,14 @@ def test_lost_frames_are_shown_in_diagnostics_and_the_node_names_the_profile(
     assert node.process.poll() is None, node.output()[-3000:]
 
 
+@pytest.mark.parametrize('events', sorted(EVENT_SOURCES))
 def test_no_profile_hint_when_a_late_camera_delivers_soon_after_it_is_matched(
-        listener, start_process, tiny_model):
+        listener, start_process, tiny_model, events):
     warn_s = 8.0
     node = start_process(detector_command(
         '-r', '__node:=late_detector', '-r', 'image:=/late/image',
-        '-p', f'engine_path:={tiny_model}', '-p', f'no_image_warn_s:={warn_s}'), 'node')
+        '-p', f'engine_path:={tiny_model}', '-p', f'no_image_warn_s:={warn_s}'), 'node',
+        env=EVENT_SOURCES[events])
     assert node.wait_for_output(str(tiny_model), STARTUP_S), node.output()
     monitor = DiagnosticsMonitor(listener, 'late_detector: pipeline')
     # Discovery of the camera is slow: it is matched long after the node started.
@@ -146,3 +157,30 @@ def test_no_profile_hint_when_a_late_camera_delivers_soon_after_it_is_matched(
     assert HINT not in node.output(), node.output()
     assert values_of(long_up)['image publishers'] == '0'
     assert after is not None and values_of(after)['image publishers'] == '1', monitor.values()
+
+
+@pytest.mark.parametrize('events', sorted(EVENT_SOURCES))
+def test_a_matched_camera_whose_frames_never_arrive_gets_the_hint(
+        listener, start_process, tiny_model, events):
+    warn_s = 2.0
+    node = start_process(detector_command(
+        '-r', '__node:=silent_detector', '-r', 'image:=/silent/image',
+        '-p', f'engine_path:={tiny_model}', '-p', f'no_image_warn_s:={warn_s}'), 'node',
+        env=EVENT_SOURCES[events])
+    assert node.wait_for_output(str(tiny_model), STARTUP_S), node.output()
+    monitor = DiagnosticsMonitor(listener, 'silent_detector: pipeline')
+    up = monitor.wait_for(
+        lambda s: float(values_of(s)['seconds since last image']) > warn_s + 1.0, STARTUP_S)
+    assert up is not None, (monitor.values(), node.output())
+    assert HINT not in node.output(), node.output()  # no camera yet: nothing to explain
+    camera = DetectionClient('silent_camera', '/silent/image')
+    try:
+        assert camera.wait_for_detector(STARTUP_S), node.output()
+        # The camera is matched and publishes nothing: as when every frame is lost.
+        assert node.wait_for_output(HINT, STARTUP_S), node.output()
+        matched = monitor.wait_for(lambda s: values_of(s)['image publishers'] == '1', 5.0)
+        assert matched is not None, monitor.values()
+    finally:
+        camera.destroy_node()
+    hint = next(line for line in node.output().splitlines() if HINT in line)
+    assert '/silent/image' in hint and 'no frame has arrived' in hint, hint

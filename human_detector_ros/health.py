@@ -146,11 +146,6 @@ class PipelineHealth:
             if age_ms is not None:
                 self._age_ms.append(age_ms)
 
-    def seconds_without_image(self) -> float:
-        """Seconds since the last frame arrived (since start if none has)."""
-        with self._lock:
-            return self.clock() - (self._last_received or self._started)
-
     def seconds_matched_without_frame(self) -> Optional[float]:
         """Seconds since publishers were matched while no frame has arrived since; None while
         no publisher is matched or once a frame came."""

@@ -68,6 +68,8 @@ class PipelineHealth:
     no_image_warn_s: float = 3.0
     error_after_failures: int = 5
     window: int = 100
+    loss_events: bool = True
+    """Whether the transport's message-lost events reach `lost`; 'n/a' is shown otherwise."""
     clock: Callable[[], float] = time.monotonic
     counts: FrameCounts = field(default_factory=FrameCounts)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -180,8 +182,9 @@ class PipelineHealth:
                 'frames dropped (invalid image)': str(self.counts.invalid),
                 'frames dropped (inference failed)': str(self.counts.failed),
                 'frames superseded by newer ones': str(self.counts.superseded),
-                'frames lost in transport': str(self.counts.lost),
-                f'frames lost in transport, last {RATE_WINDOW_S:g} s (%)': _percent(lost, total),
+                'frames lost in transport': str(self.counts.lost) if self.loss_events else 'n/a',
+                f'frames lost in transport, last {RATE_WINDOW_S:g} s (%)':
+                    _percent(lost, total) if self.loss_events else 'n/a',
                 'image publishers': str(self._publishers),
                 'input rate (Hz)': f'{_rate(self._received_at, now):.2f}',
                 'output rate (Hz)': f'{_rate(self._published_at, now):.2f}',

@@ -29,12 +29,17 @@ from ros_harness import DiagnosticsMonitor, detector_command
 STARTUP_S = 60.0
 ANSWER_S = 30.0
 HINT = 'fastdds_large_images.xml'
-HUMBLE_EVENTS = str(Path(__file__).parent / 'humble_events')
-"""PYTHONPATH for a node that must take Humble's path: no matched event, publishers polled."""
+
+
+def with_stand_in(folder: str) -> Dict[str, str]:
+    """Environment for a node process that imports test/<folder>/sitecustomize.py first."""
+    paths = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    return {'PYTHONPATH': os.pathsep.join([str(Path(__file__).parent / folder)] + paths)}
+
+
 EVENT_SOURCES = {
     'matched event': {},
-    'Humble: polled': {'PYTHONPATH': os.pathsep.join(
-        [HUMBLE_EVENTS] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])},
+    'Humble: polled': with_stand_in('humble_events'),
 }
 
 ONE_SAMPLE_A_SECOND = '''<?xml version="1.0" encoding="UTF-8"?>
@@ -184,3 +189,23 @@ def test_a_matched_camera_whose_frames_never_arrive_gets_the_hint(
         camera.destroy_node()
     hint = next(line for line in node.output().splitlines() if HINT in line)
     assert '/silent/image' in hint and 'no frame has arrived' in hint, hint
+
+
+def test_a_middleware_without_lost_or_matched_events_still_runs_the_node(
+        listener, start_process, tiny_model):
+    node = start_process(detector_command(
+        '-r', '__node:=plain_detector', '-r', 'image:=/plain/image',
+        '-p', f'engine_path:={tiny_model}'), 'node', env=with_stand_in('rmw_without_events'))
+    assert node.wait_for_output(str(tiny_model), STARTUP_S), node.output()
+    monitor = DiagnosticsMonitor(listener, 'plain_detector: pipeline')
+    client = DetectionClient('plain_camera', '/plain/image')
+    frame = np.random.default_rng(3).integers(0, 200, (48, 64, 3), np.uint8)
+    try:
+        assert client.wait_for_detector(STARTUP_S), node.output()
+        assert client.detect(frame, 'plain_camera', ANSWER_S) is not None, node.output()
+        status = monitor.wait_for(lambda s: values_of(s)['image publishers'] == '1', 5.0)
+    finally:
+        client.destroy_node()
+    assert status is not None, monitor.values()
+    assert values_of(status)['frames lost in transport'] == 'n/a', values_of(status)
+    assert 'Traceback' not in node.output(), node.output()

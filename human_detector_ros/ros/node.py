@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import ParameterException
@@ -39,9 +39,9 @@ from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
 
 try:
-    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 
 # Keep only the newest frame: a deeper queue only adds latency.
 IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -84,10 +84,7 @@ class HumanDetectorNode(Node):
         compressed = self._values['input_transport'] == 'compressed'
         self._to_bgr = compressed_msg_to_bgr if compressed else image_msg_to_bgr
         topic = self.resolve_topic_name('image') + '/compressed' if compressed else 'image'
-        self._image_sub = self.create_subscription(
-            CompressedImage if compressed else Image, topic, self._on_image, IMAGE_QOS,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-            event_callbacks=self._subscription_events())
+        self._image_sub = self._subscribe_images(CompressedImage if compressed else Image, topic)
 
         self._worker = threading.Thread(target=self._work, name='human_detector_pipeline',
                                         daemon=True)
@@ -100,18 +97,30 @@ class HumanDetectorNode(Node):
             f'{engine.backend} on {engine.device}: {engine.model_path}; '
             f'listening on {self._image_sub.topic_name}')
 
-    def _subscription_events(self) -> SubscriptionEventCallbacks:
-        callbacks = dict(incompatible_qos=self._on_incompatible_qos,
-                         message_lost=lambda info: self.health.lost(info.total_count))
-        try:
-            events = SubscriptionEventCallbacks(
-                matched=lambda info: self.health.publishers_matched(info.current_count),
-                **callbacks)
-        except TypeError:  # Humble has no matched event: the diagnostics timer polls instead
-            self._poll_publishers = True
-            return SubscriptionEventCallbacks(**callbacks)
-        self._poll_publishers = False
-        return events
+    def _subscribe_images(self, msg_type: Any, topic: str) -> Any:
+        """The image subscription with the events this rclpy and RMW offer. Without `matched`
+        (Humble's rclpy, or an RMW without it) the diagnostics timer polls the publisher
+        count; without `message_lost` lost frames go uncounted."""
+        events = {'matched': lambda info: self.health.publishers_matched(info.current_count),
+                  'message_lost': lambda info: self.health.lost(info.total_count)}
+
+        def subscribe(names: Tuple[str, ...]) -> Any:
+            subscription = self.create_subscription(
+                msg_type, topic, self._on_image, IMAGE_QOS,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                event_callbacks=SubscriptionEventCallbacks(
+                    incompatible_qos=self._on_incompatible_qos,
+                    **{name: events[name] for name in names}))
+            self._poll_publishers = 'matched' not in names
+            self.health.loss_events = 'message_lost' in names
+            return subscription
+
+        for names in (('matched', 'message_lost'), ('message_lost',), ('matched',)):
+            try:
+                return subscribe(names)
+            except (TypeError, UnsupportedEventTypeError):
+                pass
+        return subscribe(())
 
     def _declare_parameters(self) -> Dict[str, Any]:
         values = {}

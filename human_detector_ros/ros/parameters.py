@@ -117,5 +117,25 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('no_image_warn_s', ParameterType.PARAMETER_DOUBLE, 3.0,
                   'Diagnostics turn WARN after this many seconds without an image',
                   float_range=(0.1, 3600.0)),
+    # Tracking (human_detector_ros.tracking); changing a knob restarts the tracker.
+    ParameterSpec('tracking', ParameterType.PARAMETER_BOOL, True,
+                  'Track people across frames: a persistent id in each Detection2D.id'),
+    ParameterSpec('tracking_threshold', ParameterType.PARAMETER_DOUBLE, 0.4,
+                  'ByteTrack track_thresh: boxes above it are associated first, a new track '
+                  'needs it + 0.1; lower boxes (down to 0.1) only continue tracks',
+                  float_range=(0.0, 1.0)),
+    ParameterSpec('tracking_min_iou', ParameterType.PARAMETER_DOUBLE, 0.2,
+                  'Smallest IoU between a track and a box to associate them (ByteTrack '
+                  'match_thresh = 1 - this)', float_range=(0.01, 1.0)),
+    ParameterSpec('tracking_lost_s', ParameterType.PARAMETER_DOUBLE, 1.0,
+                  'Seconds an unseen person keeps their id; a longer gap between frames, or a '
+                  'stamp going backwards, restarts the tracker', float_range=(0.05, 60.0)),
+    # 3D positions from an aligned depth image (human_detector_ros.depth).
+    ParameterSpec('depth', ParameterType.PARAMETER_BOOL, False,
+                  'Subscribe depth_image and camera_info, publish detections_3d',
+                  read_only=True),
+    ParameterSpec('depth_sync_tolerance_s', ParameterType.PARAMETER_DOUBLE, 0.02,
+                  'Largest stamp difference between a colour frame and its depth frame',
+                  float_range=(0.0, 1.0)),
 )
 PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

@@ -28,7 +28,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
 from human_detector_ros.assets import sample_image_path
-from human_detector_ros.ros.dds_profile import large_image_environment, PROFILE_VARIABLE
+from human_detector_ros.ros.dds_profile import large_image_environment, profile_variables
 from human_detector_ros.ros.messages import bgr_to_image_msg
 from human_detector_ros.ros.paths import installed_config, installed_executable
 from human_detector_ros.image_conversion import read_bgr
@@ -145,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         'machine': f'{platform.node()} {platform.processor() or platform.machine()}, '
                    f'{os.cpu_count()} cores', 'date': time.strftime('%Y-%m-%d'),
         'frame': f'{args.width}x{args.height} bgr8 at {args.fps:g} fps for {args.seconds:g} s',
-        'profile variable': PROFILE_VARIABLE, 'runs': results}, indent=2))
+        'profile variables': list(profile_variables()), 'runs': results}, indent=2))
     return 0
 
 

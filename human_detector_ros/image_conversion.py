@@ -31,6 +31,8 @@ _JPEG_SOI = b'\xff\xd8'
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT/JPG/DAC.
 _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
+# IMREAD_COLOR would turn the image as its EXIF Orientation says; image_transport does not.
+_DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 class _Encoding(NamedTuple):
@@ -138,10 +140,12 @@ def compressed_to_bgr(format: str, data: BytesLike) -> np.ndarray:
 
     `format` is what image_transport's compressed plugin writes: 'jpeg', 'png' or
     '<encoding>; jpeg compressed bgr8'. Like that plugin's subscriber, the codec is taken from the
-    data itself (cv2.imdecode, IMREAD_COLOR: BGR, alpha dropped, 16-bit reduced to 8); the
-    compressed plugin stores colour images as BGR whatever the source encoding was.
-    compressedDepth payloads (a depth header before the PNG) are refused. Raises
-    InvalidImageError for empty, undecodable or oversized data.
+    data itself (cv2.imdecode: BGR, grey expanded, alpha dropped, 16-bit reduced to 8); the
+    compressed plugin stores colour images as BGR whatever the source encoding was. An EXIF
+    Orientation (JPEG APP1, PNG eXIf) is ignored, as the plugin's IMREAD_UNCHANGED ignores it:
+    the pixels keep the width and height the data declares, the frame cv_bridge, RViz and the
+    camera's calibration use. compressedDepth payloads (a depth header before the PNG) are
+    refused. Raises InvalidImageError for empty, undecodable or oversized data.
     """
     if 'compresseddepth' in format.lower():
         raise InvalidImageError(f'compressedDepth is a depth image, not colour: {format!r}')
@@ -155,7 +159,7 @@ def compressed_to_bgr(format: str, data: BytesLike) -> np.ndarray:
         raise InvalidImageError(f'{what} claims {width}x{height} pixels, more than '
                                 f'{MAX_COMPRESSED_PIXELS}')
     try:
-        bgr = cv2.imdecode(np.frombuffer(buffer, dtype=np.uint8), cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(np.frombuffer(buffer, dtype=np.uint8), _DECODE_FLAGS)
     except cv2.error as exc:
         raise InvalidImageError(
             f'cannot decode {buffer.nbytes}-byte compressed image (format {format!r}): '

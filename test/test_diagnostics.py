@@ -162,7 +162,8 @@ def test_large_frames_that_never_arrive_make_the_node_name_the_profile_fix(
     assert node.wait_for_output('fastdds_large_images.xml', 15.0), node.output()
     hint = next(line for line in node.output().splitlines()
                 if 'fastdds_large_images.xml' in line)
-    assert '/starved/image' in hint and 'no frame' in hint
+    # None of the frames gets through, or only some: the node names the fix either way.
+    assert '/starved/image' in hint and ('no frame' in hint or 'lost in transport' in hint)
     without_profile.stop()
 
     # The fix the hint names: the same camera with the profile gets its frames through.

@@ -19,7 +19,8 @@ from tensorrt_standin import plan_bytes, ultralytics_engine_bytes
 from human_detector_ros.assets import default_model_path, sample_image_path
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.engines import detect_backend, load_engine
-from human_detector_ros.engines.tensorrt_engine import TensorRTEngine, choose_input_shape
+from human_detector_ros.engines.tensorrt_engine import (
+    choose_input_shape, MIN_PLAN_BYTES, PLAN_MAGIC, TensorRTEngine)
 from human_detector_ros.errors import InferenceError, ModelLoadError
 
 VERSIONS = {'8.4': '8.4.3', '8.6': '8.6.1', '10': '10.3.0'}
@@ -236,7 +237,7 @@ def test_ultralytics_engine_detected_without_extension(tmp_path, onnx_path):
 
 def test_no_tensorrt_installed(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, 'tensorrt', None)
-    path = _write(tmp_path, 'm.engine', b'\x01\x02\x03\x04plan')
+    path = _write(tmp_path, 'm.engine', PLAN_MAGIC + bytes(MIN_PLAN_BYTES))  # may be a plan
     with pytest.raises(ModelLoadError) as error:
         load_engine(path)
     message = str(error.value)

@@ -9,6 +9,7 @@ from typing import Callable, Dict, Tuple
 import cv2
 import numpy as np
 import pytest
+from exif_images import with_exif_orientation
 
 from human_detector_ros.errors import InvalidImageError
 from human_detector_ros.image_conversion import (
@@ -428,6 +429,45 @@ def test_gray_and_alpha_png_decode_to_bgr() -> None:
     bgra = np.concatenate([bgr, alpha_of(bgr)], axis=2)
     out = compressed_to_bgr('bgra8; png compressed bgra8', encoded('.png', bgra))
     np.testing.assert_array_equal(out, bgr)
+
+
+ORIENTATIONS = range(1, 9)
+"""Every EXIF Orientation value: 1 is upright, 6 and 8 swap width and height, 3 turns 180."""
+
+
+@pytest.mark.parametrize('orientation', ORIENTATIONS)
+@pytest.mark.parametrize('extension', ['.jpg', '.png'])
+def test_exif_orientation_is_ignored_as_image_transport_does(extension: str,
+                                                             orientation: int) -> None:
+    bgr = smooth_bgr(24, 64)
+    plain = encoded(extension, bgr)
+    tagged = with_exif_orientation(plain, orientation)
+    out = compressed_to_bgr(extension[1:], tagged)
+    assert_bgr_image(out, 24, 64)
+    np.testing.assert_array_equal(out, compressed_to_bgr(extension[1:], plain))
+    # What image_transport's compressed plugin decodes: the stored pixels, never turned.
+    np.testing.assert_array_equal(
+        out, cv2.imdecode(np.frombuffer(tagged, np.uint8), cv2.IMREAD_UNCHANGED))
+
+
+def grey16_of(bgr: np.ndarray) -> np.ndarray:
+    return bgr[..., 1].astype(np.uint16) * 257 + 3
+
+
+@pytest.mark.parametrize('name, samples', [
+    ('mono8 png', lambda bgr: bgr[..., 1].copy()),
+    ('mono16 png', grey16_of),
+    ('bgra8 png', lambda bgr: np.concatenate([bgr, alpha_of(bgr)], axis=2)),
+    ('bgr16 png', lambda bgr: bgr.astype(np.uint16) * 257),
+    ('mono8 jpeg', lambda bgr: bgr[..., 1].copy()),
+])
+def test_exif_orientation_is_ignored_for_grey_alpha_and_16_bit_images(
+        name: str, samples: Callable[[np.ndarray], np.ndarray]) -> None:
+    bgr = known_bgr(10, 26)
+    plain = encoded('.jpg' if 'jpeg' in name else '.png', samples(bgr))
+    out = compressed_to_bgr(name, with_exif_orientation(plain, 6))
+    assert_bgr_image(out, 10, 26)
+    np.testing.assert_array_equal(out, compressed_to_bgr(name, plain))
 
 
 def test_compressed_msg_to_bgr_reads_any_object_with_compressed_fields() -> None:

@@ -41,6 +41,10 @@ REBUILD_HINT = (
     'Rebuild the engine on this device with this TensorRT, from the ONNX model: '
     '`trtexec --onnx=model.onnx --saveEngine=model.engine` (add --fp16 for half precision), '
     'or `yolo export model=best.pt format=engine` with Ultralytics.')
+PLAN_MAGIC = b'ftrt'
+"""The first bytes of a serialized TensorRT plan (8.x and newer: TensorRT's kPLAN_MAGIC_TAG)."""
+MIN_PLAN_BYTES = 1024
+"""Fewer bytes cannot hold a plan: even a one-layer engine carries its kernels and tensors."""
 
 
 class CudaCallError(RuntimeError):
@@ -197,6 +201,22 @@ def _make_logger(trt: Any) -> Any:
     return _Logger()
 
 
+def plan_problem(plan: memoryview) -> Optional[str]:
+    """Why `plan` (a file's bytes after any Ultralytics header) cannot be a TensorRT plan, as
+    far as can be told without TensorRT; None when it may be one. The text continues
+    'TensorRT engine <file> ...'."""
+    if not plan:
+        return 'holds no TensorRT plan after its Ultralytics metadata header: it is truncated'
+    start = bytes(plan[:len(PLAN_MAGIC)])
+    if len(plan) < MIN_PLAN_BYTES and PLAN_MAGIC.startswith(start):
+        return (f'is truncated: its TensorRT plan has {len(plan)} bytes, fewer than any plan '
+                f'({MIN_PLAN_BYTES})')
+    if start != PLAN_MAGIC:
+        return (f'is not a TensorRT plan: it starts with {bytes(plan[:8])!r} where a plan '
+                f'starts with {PLAN_MAGIC!r}')
+    return None
+
+
 def choose_input_shape(engine_shape: Sequence[int], profile: Sequence[Sequence[int]],
                        imgsz: Optional[Tuple[int, int]]) -> Optional[Tuple[int, ...]]:
     """A [1, 3, H, W] shape for a dynamic input within the profile's [min, max], or None.
@@ -246,9 +266,16 @@ class TensorRTEngine(Engine):
                 f'was asked for. Use device "cuda" (or "auto"), or an ONNX model on the CPU.')
         if buffers not in BUFFERS:
             raise ValueError(f'buffers must be one of {BUFFERS}, got {buffers!r}')
+        blob = model_path.read_bytes()
+        header, plan_offset = split_engine_header(blob, model_path)
         try:
             import tensorrt as trt
         except ImportError:
+            # Where TensorRT is installed, it judges its plans; here only the plain checks can.
+            problem = plan_problem(memoryview(blob)[plan_offset:])
+            if problem:
+                raise ModelLoadError(f'TensorRT engine {model_path} {problem}. Copy the file '
+                                     f'again, or: {REBUILD_HINT}') from None
             raise ModelLoadError(
                 f'Cannot load TensorRT engine {model_path}: the tensorrt Python package is not '
                 f'installed. On Jetson it comes with JetPack (`sudo apt install '
@@ -275,8 +302,6 @@ class TensorRTEngine(Engine):
         self._stream: Any = None
         self._tensors: Dict[str, torch.Tensor] = {}
         self._trt = trt
-        blob = model_path.read_bytes()
-        header, plan_offset = split_engine_header(blob, model_path)
         self._select_device(model_path)
         self._logger = _make_logger(trt)
         self._runtime = trt.Runtime(self._logger)

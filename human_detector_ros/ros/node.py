@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import ParameterException
@@ -30,6 +30,7 @@ from human_detector_ros.detector import HumanDetector
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError, InvalidParameterError
 from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
+from human_detector_ros.ros.dds_profile import large_image_profile, profile_variables
 from human_detector_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME
 from human_detector_ros.postprocess import Detections, NmsConfig
 from human_detector_ros.ros.depth_input import DepthInput
@@ -40,9 +41,9 @@ from human_detector_ros.ros.messages import (
 from human_detector_ros.tracking import NO_ID, PersonTracker, TrackerConfig
 
 try:
-    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 
 # Keep only the newest frame: a deeper queue only adds latency.
 IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -91,11 +92,7 @@ class HumanDetectorNode(Node):
         compressed = self._values['input_transport'] == 'compressed'
         self._to_bgr = compressed_msg_to_bgr if compressed else image_msg_to_bgr
         topic = self.resolve_topic_name('image') + '/compressed' if compressed else 'image'
-        self._image_sub = self.create_subscription(
-            CompressedImage if compressed else Image, topic, self._on_image, IMAGE_QOS,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-            event_callbacks=SubscriptionEventCallbacks(
-                incompatible_qos=self._on_incompatible_qos))
+        self._image_sub = self._subscribe_images(CompressedImage if compressed else Image, topic)
 
         self._worker = threading.Thread(target=self._work, name='human_detector_pipeline',
                                         daemon=True)
@@ -107,6 +104,31 @@ class HumanDetectorNode(Node):
         self.get_logger().info(
             f'{engine.backend} on {engine.device}: {engine.model_path}; '
             f'listening on {self._image_sub.topic_name}')
+
+    def _subscribe_images(self, msg_type: Any, topic: str) -> Any:
+        """The image subscription with the events this rclpy and RMW offer. Without `matched`
+        (Humble's rclpy, or an RMW without it) the diagnostics timer polls the publisher
+        count; without `message_lost` lost frames go uncounted."""
+        events = {'matched': lambda info: self.health.publishers_matched(info.current_count),
+                  'message_lost': lambda info: self.health.lost(info.total_count)}
+
+        def subscribe(names: Tuple[str, ...]) -> Any:
+            subscription = self.create_subscription(
+                msg_type, topic, self._on_image, IMAGE_QOS,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                event_callbacks=SubscriptionEventCallbacks(
+                    incompatible_qos=self._on_incompatible_qos,
+                    **{name: events[name] for name in names}))
+            self._poll_publishers = 'matched' not in names
+            self.health.loss_events = 'message_lost' in names
+            return subscription
+
+        for names in (('matched', 'message_lost'), ('message_lost',), ('matched',)):
+            try:
+                return subscribe(names)
+            except (TypeError, UnsupportedEventTypeError):
+                pass
+        return subscribe(())
 
     def _declare_parameters(self) -> Dict[str, Any]:
         values = {}
@@ -253,37 +275,40 @@ class HumanDetectorNode(Node):
         return (self.get_clock().now() - stamp).nanoseconds / 1e6
 
     def _publish_diagnostics(self) -> None:
-        report = self.health.report()
+        if self._poll_publishers:
+            self.health.publishers_matched(self.count_publishers(self._image_sub.topic_name))
         engine = self._detector.engine
-        values = dict(report.values, backend=engine.backend, device=engine.device,
-                      engine=str(engine.model_path))
-        values['tracker restarts (time jumps)'] = str(self._tracker.resets)
+        extra = {'backend': engine.backend, 'device': engine.device,
+                 'engine': str(engine.model_path),
+                 'tracker restarts (time jumps)': str(self._tracker.resets)}
         if self._depth is not None:
-            values.update(self._depth.diagnostics())
+            extra.update(self._depth.diagnostics())
+        report = self.health.report(extra=extra)
         status = DiagnosticStatus(
             level=bytes([report.level]), name=f'{self.get_name()}: pipeline',
             message=report.message, hardware_id=f'{engine.backend} {engine.device}',
-            values=[KeyValue(key=key, value=value) for key, value in values.items()])
+            values=[KeyValue(key=key, value=value) for key, value in report.values.items()])
         self._diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
-        self._warn_if_frames_never_arrive()
+        self._hint_at_transport_losses()
 
-    def _warn_if_frames_never_arrive(self) -> None:
-        idle_s = self.health.seconds_without_image()
+    def _hint_at_transport_losses(self) -> None:
         topic = self._image_sub.topic_name
-        publishers = self.count_publishers(topic)
-        # A camera that delivered before and then stopped is not a transport problem.
-        never_delivered = self.health.counts.received == 0
-        if idle_s > self._values['no_image_warn_s'] and publishers and never_delivered:
-            self.get_logger().warning(
-                f'{publishers} publisher(s) on {topic} but no frame for {idle_s:.0f} s. '
-                'With FastDDS defaults a best-effort subscriber (this node) loses most or all '
-                'images of 640x480 or more from another process: start the camera with '
-                'FASTDDS_DEFAULT_PROFILES_FILE (FASTRTPS_DEFAULT_PROFILES_FILE on Humble and '
-                'Jazzy) set '
-                'to share/human_detector_ros/config/fastdds_large_images.xml, or start this '
-                f'node with -p "qos_overrides.{topic}.subscription.reliability:=reliable" '
-                'for a reliable camera.', throttle_duration_sec=10.0)
+        starved_s = self.health.seconds_matched_without_frame()
+        loss = self.health.losing_frames()
+        if starved_s is not None and starved_s > self._values['no_image_warn_s']:
+            problem = (f'publisher(s) on {topic} matched {starved_s:.0f} s ago but no frame '
+                       'has arrived since')
+        elif loss is not None:
+            problem = f'{loss[0]} of the last {loss[1]} frames on {topic} were lost in transport'
+        else:
+            return
+        self.get_logger().warning(
+            f'{problem}. With FastDDS defaults a best-effort subscriber (this node) loses most '
+            'or all images of 640x480 or more from another process: start the camera with '
+            f'{" and ".join(profile_variables())} set to {large_image_profile()}, or start '
+            f'this node with -p "qos_overrides.{topic}.subscription.reliability:=reliable" '
+            'for a reliable camera.', throttle_duration_sec=10.0)
 
     def _on_incompatible_qos(self, event: Any) -> None:
         self.get_logger().error(

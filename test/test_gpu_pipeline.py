@@ -26,8 +26,9 @@ from human_detector_ros.postprocess import NmsConfig, OutputLayout
 torch = pytest.importorskip('torch')
 from torch import nn  # noqa: E402
 
-from human_detector_ros.gpu_pipeline import (  # noqa: E402
-    fixed_size_nms, KEPT_SOURCE_SIZES, NMS_CAPACITY, NMS_ROUNDS, NmsLimits, TorchPipeline)
+from human_detector_ros.device_nms import (  # noqa: E402
+    fixed_size_nms, NMS_CAPACITY, NMS_ROUNDS, NmsLimits)
+from human_detector_ros.gpu_pipeline import KEPT_SOURCE_SIZES, TorchPipeline  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*deprecated:DeprecationWarning')
 ROOT = pathlib.Path(__file__).resolve().parent.parent

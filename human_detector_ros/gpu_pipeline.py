@@ -30,7 +30,7 @@ from human_detector_ros.device_nms import (
     CANDIDATES, fixed_size_nms, KEPT, NMS_CAPACITY, NMS_ROUNDS, NmsLimits, UNSETTLED)
 from human_detector_ros.engines.torchscript_engine import torch_dtype
 from human_detector_ros.letterbox import letterbox, letterbox_transform, LetterboxTransform
-from human_detector_ros.letterbox_torch import letterbox_to_input
+from human_detector_ros.letterbox_torch import DeviceLetterbox
 from human_detector_ros.postprocess import (
     Detections, NmsConfig, OutputLayout, rows_to_detections)
 
@@ -106,10 +106,11 @@ class TorchPipeline:
     """HxWx3 uint8 BGR frames -> Detections, every stage on the engine's torch device.
 
     engine: has `infer_torch` ([1, 3, H, W] tensor -> named output tensors on its device).
-    resize_on: 'device' (upload the whole frame, letterbox on the device) or 'host' (cv2
-    letterbox into the pinned buffer, upload the network-size image; bit-exact with the numpy
-    path). use_graphs: capture CUDA graphs (default: on CUDA). postprocess: the host decoder
-    for layouts other than RAW (named numpy outputs, transform -> Detections).
+    resize_on: 'device' (upload the whole frame, letterbox on the device with OpenCV's
+    arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the network-size image);
+    both give the numpy path's network input to the bit. use_graphs: capture CUDA graphs
+    (default: on CUDA). postprocess: the host decoder for layouts other than RAW (named numpy
+    outputs, transform -> Detections).
     After each `run`, `stage_ms` holds (preprocess, infer, postprocess) in milliseconds.
     """
 
@@ -179,8 +180,9 @@ class TorchPipeline:
             source = transform
         else:
             source = letterbox_transform(transform.dst_hw, transform.dst_hw)
-        stage = _Stage(key, self.device,
-                       lambda frame: letterbox_to_input(frame, source, self.input))
+        # The stage's closure holds the letterbox tables: a captured graph reads them.
+        letterbox_into = DeviceLetterbox(source, self.device)
+        stage = _Stage(key, self.device, lambda frame: letterbox_into(frame, self.input))
         if self.use_graphs:
             stage.letterbox.capture(self._stream)
         self._stages[key] = stage

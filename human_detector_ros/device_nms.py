@@ -1,15 +1,25 @@
 """Ultralytics' `non_max_suppression` for one image with static shapes: no host round trip.
 
-The best `capacity` candidates by score (a stable sort, as the numpy NMS), their IoU matrix, and
-the greedy suppression solved as a fixed point (a box is kept when no kept, better box
-suppresses it; each round settles at least one more box). The result also reports the candidate
-count and whether the rounds reached the fixed point; when they did not, or there were more
-candidates than `capacity`, the caller must take the exact NMS (`postprocess_torch`). Every shape
-is static, so the whole NMS can be captured in a CUDA graph.
+Two implementations with one result, chosen by `fixed_size_nms`:
+
+- Triton (`device_nms_triton`, on CUDA where Triton imports): two kernels, the exact greedy NMS
+  over the candidates sorted by score; nothing is ever left unsettled.
+- torch (everywhere else, e.g. Jetson torch builds without Triton, and the CPU): the best
+  `capacity` candidates by score (a stable sort, as the numpy NMS), their IoU matrix, and the
+  greedy suppression solved as a fixed point (a box is kept when no kept, better box
+  suppresses it; each of `rounds` rounds settles at least one more box).
+
+Both report the candidate count and how many boxes the rounds left unsettled; when the count
+exceeds the capacity or something is unsettled, the caller must take the exact NMS
+(`postprocess_torch`). Every shape is static, so the NMS can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
-from typing import Optional, TYPE_CHECKING
+import functools
+from types import ModuleType
+from typing import Any, Dict, Optional, TYPE_CHECKING
+
+import numpy as np
 
 from human_detector_ros.postprocess import MAX_WH, NmsConfig
 
@@ -29,7 +39,9 @@ class NmsLimits:
 
     conf: float32 scalar (candidates score > conf, compared in float32 as numpy does);
     iou: float64 scalar (IoU > iou compared in float64, as torchvision's CPU kernel does);
-    class_offset: float32 scalar, 0 when agnostic else MAX_WH; class_mask: (nc,) bool.
+    iou_floor: float32 scalar, the largest float32 <= iou (for a float32 IoU x, x > iou exactly
+    when x > iou_floor); class_offset: float32 scalar, 0 when agnostic else MAX_WH;
+    class_mask: (nc,) bool. scratch: work buffers of the Triton NMS, kept between frames.
     """
 
     def __init__(self, num_classes: int, device: torch.device) -> None:
@@ -37,9 +49,11 @@ class NmsLimits:
 
         self.conf = torch.zeros((), dtype=torch.float32, device=device)
         self.iou = torch.zeros((), dtype=torch.float64, device=device)
+        self.iou_floor = torch.zeros((), dtype=torch.float32, device=device)
         self.class_offset = torch.zeros((), dtype=torch.float32, device=device)
         self.class_mask = torch.ones((num_classes,), dtype=torch.bool, device=device)
         self.applied: Optional[NmsConfig] = None
+        self.scratch: Dict[str, Any] = {}
 
     def apply(self, config: NmsConfig) -> None:
         """Write `config` into the tensors (fill kernels on the current stream, no sync)."""
@@ -47,6 +61,10 @@ class NmsLimits:
             return
         self.conf.fill_(config.conf_threshold)
         self.iou.fill_(config.iou_threshold)
+        floor = np.float32(config.iou_threshold)
+        if float(floor) > config.iou_threshold:
+            floor = np.nextafter(floor, np.float32(-np.inf))
+        self.iou_floor.fill_(float(floor))
         self.class_offset.fill_(0 if config.agnostic else MAX_WH)
         self.class_mask.fill_(config.classes is None)
         for class_id in config.classes or ():
@@ -55,14 +73,37 @@ class NmsLimits:
         self.applied = config
 
 
+@functools.lru_cache(maxsize=1)
+def triton_nms() -> Optional[ModuleType]:
+    """The Triton NMS module, or None when Triton does not import."""
+    try:
+        from human_detector_ros import device_nms_triton
+    except ImportError:
+        return None
+    return device_nms_triton
+
+
 def fixed_size_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,
                    rounds: int) -> torch.Tensor:
     """One image's raw head output (4+nc, N) -> (k + 2, 6) float32, k = min(N, capacity).
 
     Row 0: kept count, candidate count, number of boxes the rounds left unsettled. Rows 1 to
-    kept: x1, y1, x2, y2, score, class of the kept boxes, best first, in letterbox pixels.
-    Valid only when candidates <= k and nothing is unsettled. Every shape is static: no sync.
+    kept: x1, y1, x2, y2, score, class of the kept boxes, best first, in letterbox pixels; the
+    rows after them are unspecified. Valid only when candidates <= k and nothing is unsettled.
+    Every shape is static: no sync. The Triton kernels on CUDA when Triton imports, else
+    `torch_nms`.
     """
+    kernels = triton_nms() if prediction.is_cuda else None
+    if kernels is None:
+        return torch_nms(prediction, limits, capacity, rounds)
+    return kernels.fixed_size_nms(prediction, limits.conf, limits.iou, limits.class_offset,
+                                  limits.class_mask, min(capacity, prediction.shape[1]),
+                                  limits.scratch)
+
+
+def torch_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,
+              rounds: int) -> torch.Tensor:
+    """`fixed_size_nms` in plain torch ops (any device), the fixed point in `rounds` rounds."""
     import torch
 
     prediction = prediction.float()
@@ -83,7 +124,7 @@ def fixed_size_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,
     areas = extent[:, 0] * extent[:, 1]
     iou = inter / (areas[:, None] + areas - inter)
     # suppressed_by[j, i] = 1 when the better box i (i < j) suppresses box j.
-    suppressed_by = (iou.double() > limits.iou).tril_(-1).float()
+    suppressed_by = (iou > limits.iou_floor).tril_(-1).float()
     candidates = candidate.sum()
     allowed = (torch.arange(count, device=prediction.device) < candidates).float()
     keep = allowed

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from human_detector_ros import assets
-from human_detector_ros import postprocess as np_post
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.engines.base import Engine
 from human_detector_ros.errors import InvalidImageError, ModelLoadError
@@ -26,8 +25,6 @@ from human_detector_ros.postprocess import NmsConfig, OutputLayout
 torch = pytest.importorskip('torch')
 from torch import nn  # noqa: E402
 
-from human_detector_ros.device_nms import (  # noqa: E402
-    fixed_size_nms, NMS_CAPACITY, NMS_ROUNDS, NmsLimits)
 from human_detector_ros.gpu_pipeline import KEPT_SOURCE_SIZES, TorchPipeline  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*deprecated:DeprecationWarning')
@@ -75,60 +72,6 @@ def test_network_input_equals_true_division_to_the_bit(dtype):
         to_network_input(bgr, dtype, out=np.empty((1, 3, 53, 37), dtype))
     with pytest.raises(ValueError):
         to_network_input(bgr, dtype, planes=np.empty((3, 53, 37), np.uint8))
-
-
-# --- the fixed-size NMS against the numpy NMS -------------------------------------------------
-
-def _clustered_prediction(rng, objects, classes, anchors=8400, per_object=20, strays=150):
-    """[4 + nc, N] raw head output: jittered boxes around a few objects, and stray boxes."""
-    xy = rng.uniform(0, 640, (2, anchors))
-    wh = rng.uniform(4, 200, (2, anchors))
-    scores = rng.uniform(0, 0.04, (classes, anchors))
-    stray_ids = rng.permutation(anchors)[:strays]
-    scores[rng.integers(0, classes, strays), stray_ids] = rng.uniform(0.05, 0.5, strays)
-    slots = rng.permutation(anchors)[:objects * per_object].reshape(objects, per_object)
-    for anchor_ids in slots:
-        centre, size = rng.uniform(50, 590, 2), rng.uniform(20, 300, 2)
-        xy[:, anchor_ids] = centre[:, None] + rng.normal(0, size[:, None] / 6, (2, per_object))
-        wh[:, anchor_ids] = size[:, None] * rng.uniform(0.6, 1.4, (2, per_object))
-        scores[rng.integers(0, classes), anchor_ids] = rng.uniform(0.05, 0.95, per_object)
-    return np.concatenate([xy, wh, scores]).astype(np.float32)
-
-
-def _fixed_size_nms(prediction, config, device, capacity=NMS_CAPACITY, rounds=NMS_ROUNDS):
-    limits = NmsLimits(prediction.shape[0] - 4, torch.device(device))
-    limits.apply(config)
-    tensor = torch.from_numpy(prediction).to(device)
-    return fixed_size_nms(tensor, limits, capacity, rounds).cpu().numpy()
-
-
-@pytest.mark.parametrize('device', DEVICES)
-@pytest.mark.parametrize('classes', [1, 2, 80])
-@pytest.mark.parametrize('config', CONFIGS, ids=repr)
-def test_fixed_size_nms_equals_numpy_nms(device, classes, config):
-    prediction = _clustered_prediction(np.random.default_rng(classes), 12, classes)
-    if config.classes is not None:
-        present = int(np.argmax(prediction[4:].max(1)))
-        config = NmsConfig(config.conf_threshold, config.iou_threshold, classes=(present,))
-    before = prediction.copy()
-    expected = np_post.non_max_suppression(prediction, config)
-    packed = _fixed_size_nms(prediction, config, device)
-    kept, candidates, unsettled = packed[0, :3]
-    assert len(expected) > 0 and unsettled == 0 and candidates <= NMS_CAPACITY
-    np.testing.assert_array_equal(packed[1:1 + min(int(kept), config.max_det)], expected)
-    np.testing.assert_array_equal(prediction, before)
-
-
-@pytest.mark.parametrize('device', DEVICES)
-def test_fixed_size_nms_reports_what_it_could_not_settle(device):
-    prediction = _clustered_prediction(np.random.default_rng(5), objects=12, classes=2)
-    config = NmsConfig(0.05, 0.3)
-    candidates = int((prediction[4:].max(0) > 0.05).sum())
-    assert _fixed_size_nms(prediction, config, device, capacity=candidates - 1)[0, 1] == \
-        candidates
-    assert _fixed_size_nms(prediction, config, device, rounds=0)[0, 2] > 0
-    empty = _fixed_size_nms(prediction, NmsConfig(0.99), device)
-    assert empty[0, :3].tolist() == [0, 0, 0]
 
 
 # --- the real default model: ONNX Runtime behind `infer_torch` --------------------------------

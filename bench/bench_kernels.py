@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import json
 import pathlib
@@ -144,11 +145,26 @@ def nms_implementations(baseline: Optional[pathlib.Path]) -> Dict[str, Callable[
     implementations['torch'] = (
         NmsLimits, lambda prediction, limits: device_nms.torch_nms(prediction, limits,
                                                                    NMS_CAPACITY, NMS_ROUNDS))
-    if device_nms.triton_nms() is not None:
+    kernels = device_nms.triton_nms()
+    if kernels is not None:
         implementations['triton'] = (
             NmsLimits, lambda prediction, limits: device_nms.fixed_size_nms(
                 prediction, limits, NMS_CAPACITY, NMS_ROUNDS))
+        default = kernels.SUPPRESS_WARPS
+        for warps in (1, 2, 4):
+            if warps != default:
+                implementations[f'triton, {warps} warps'] = (
+                    NmsLimits, functools.partial(triton_with_warps, kernels, warps))
     return implementations
+
+
+def triton_with_warps(kernels: Any, warps: int, prediction: Any, limits: Any) -> Any:
+    """The Triton NMS with its greedy kernel on `warps` warps (a variant to compare)."""
+    default, kernels.SUPPRESS_WARPS = kernels.SUPPRESS_WARPS, warps
+    try:
+        return device_nms.fixed_size_nms(prediction, limits, NMS_CAPACITY, NMS_ROUNDS)
+    finally:
+        kernels.SUPPRESS_WARPS = default
 
 
 def bench_nms(args: argparse.Namespace, stream: torch.cuda.Stream) -> List[Dict[str, Any]]:

@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     import torch
 
 _BLOCK = 1024
-_ANCHOR_BITS = 0x7FFFFFFF
+# Globals a kernel reads must be constexpr.
+_ANCHOR_BITS = tl.constexpr(0x7FFFFFFF)
+_MINUS_INF = tl.constexpr(float('-inf'))
+# One warp: the greedy loop's reductions stay within the warp, with no barriers between rounds.
+SUPPRESS_WARPS = 1
 
 
 @triton.jit
@@ -36,7 +40,7 @@ def _candidates(prediction, row_stride, anchors, conf, class_mask, counter, keys
                 class_of_anchor, capacity, CLASSES: tl.constexpr, BLOCK: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < anchors
-    best = tl.full([BLOCK], float('-inf'), tl.float32)
+    best = tl.full([BLOCK], _MINUS_INF, tl.float32)
     best_class = tl.zeros([BLOCK], tl.int32)
     has_nan = tl.zeros([BLOCK], tl.int1)
     for class_id in range(CLASSES):
@@ -94,11 +98,11 @@ def _suppress(prediction, row_stride, counter, keys, class_of_anchor, class_offs
     kept = tl.zeros([SLOTS], tl.int1)
     current = tl.min(tl.where(used, slots, SLOTS), 0)
     while current < SLOTS:
-        box_x1 = tl.load(corners + current, cache_modifier='.cg')
-        box_y1 = tl.load(corners + SLOTS + current, cache_modifier='.cg')
-        box_x2 = tl.load(corners + 2 * SLOTS + current, cache_modifier='.cg')
-        box_y2 = tl.load(corners + 3 * SLOTS + current, cache_modifier='.cg')
-        box_area = tl.load(corners + 4 * SLOTS + current, cache_modifier='.cg')
+        box_x1 = tl.load(corners + current)
+        box_y1 = tl.load(corners + SLOTS + current)
+        box_x2 = tl.load(corners + 2 * SLOTS + current)
+        box_y2 = tl.load(corners + 3 * SLOTS + current)
+        box_area = tl.load(corners + 4 * SLOTS + current)
         width = tl.maximum(tl.minimum(box_x2, shifted_x2) - tl.maximum(box_x1, shifted_x1), 0.0)
         height = tl.maximum(tl.minimum(box_y2, shifted_y2) - tl.maximum(box_y1, shifted_y1),
                             0.0)
@@ -154,5 +158,5 @@ def fixed_size_nms(prediction: torch.Tensor, conf: torch.Tensor, iou: torch.Tens
     _suppress[(1,)](
         prediction, anchors, scratch['counter'], scratch['keys'], scratch['class_of_anchor'],
         class_offset, iou, scratch['corners'], packed, capacity, SLOTS=slots,
-        enable_fp_fusion=False, num_warps=4)
+        enable_fp_fusion=False, num_warps=SUPPRESS_WARPS)
     return packed

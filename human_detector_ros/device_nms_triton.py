@@ -5,7 +5,7 @@ Imported only where Triton imports (desktop CUDA; Jetson torch builds often lack
 1. `_candidates` (one program per BLOCK anchors): best class score and its class (the first
    maximum, as numpy's argmax), candidate = score > conf, no NaN score, class allowed. The
    candidates of a block get consecutive slots from one atomic counter; each slot holds the
-   sort key (score bits << 32) | (2^31 - 1 - anchor), so sorting keys in descending order is
+   sort key (score bits << 32) | (anchor XOR 0x7fffffff), so sorting keys in descending order is
    numpy's stable sort by descending score whatever order the blocks wrote them in (a
    positive float32's bits order like the float).
 2. `_suppress` (one program): sorts the keys, gathers the boxes (xywh -> xyxy, class offset,
@@ -56,7 +56,7 @@ def _candidates(prediction, row_stride, anchors, conf, class_mask, counter, keys
     first = tl.atomic_add(counter, tl.sum(flags, 0))
     slot = first + tl.cumsum(flags, 0) - 1
     key = ((best.to(tl.int32, bitcast=True).to(tl.int64) << 32)
-           | (_ANCHOR_BITS - offsets).to(tl.int64))
+           | (offsets ^ _ANCHOR_BITS).to(tl.int64))
     tl.store(keys + slot, key, mask=candidate & (slot < capacity))
     tl.store(class_of_anchor + offsets, best_class, mask=candidate)
 
@@ -68,7 +68,7 @@ def _suppress(prediction, row_stride, counter, keys, class_of_anchor, class_offs
     count = tl.load(counter)
     used = slots < tl.minimum(count, capacity)
     order = tl.sort(tl.load(keys + slots, mask=used, other=-1), 0, descending=True)
-    anchor = _ANCHOR_BITS - (order & _ANCHOR_BITS).to(tl.int32)
+    anchor = (order & _ANCHOR_BITS).to(tl.int32) ^ _ANCHOR_BITS
     score = (order >> 32).to(tl.int32).to(tl.float32, bitcast=True)
     class_id = tl.load(class_of_anchor + anchor, mask=used, other=0).to(tl.float32)
     centre_x = tl.load(prediction + anchor, mask=used, other=0.0).to(tl.float32)

@@ -31,8 +31,9 @@ _BLOCK = 1024
 # Globals a kernel reads must be constexpr.
 _ANCHOR_BITS = tl.constexpr(0x7FFFFFFF)
 _MINUS_INF = tl.constexpr(float('-inf'))
-# One warp: the greedy loop's reductions stay within the warp, with no barriers between rounds.
-SUPPRESS_WARPS = 1
+# Warps of the greedy kernel: 4 measured fastest on an H200 at every candidate count, against
+# 1 and 2 (bench/results/kernels_h200.json).
+SUPPRESS_WARPS = 4
 
 
 @triton.jit

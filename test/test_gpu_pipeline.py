@@ -5,6 +5,7 @@ graphs); the CUDA cases skip here and run on a machine with a GPU.
 """
 from __future__ import annotations
 
+import gc
 import json
 import pathlib
 import subprocess
@@ -259,6 +260,8 @@ def test_buffers_are_allocated_once(tiny_path, device):
         detector(frame)
     stage = pipeline._stages[(720, 1280)]
     pointers = (pipeline.input.data_ptr(), stage.frame.data_ptr(), stage.host.data_ptr())
+    # Earlier tests' pipelines (reference cycles) must not be collected mid-measurement.
+    gc.collect()
     allocated = torch.cuda.memory_allocated() if device == 'cuda' else None
     for frame in frames * 5:
         detector(frame)

@@ -1,6 +1,7 @@
 """Start the human_detector node: `ros2 launch human_detector_ros detect.launch.py`.
 
-Arguments: image (input topic), engine_path (model file; empty = the params file's value),
+Arguments: image (input topic), depth_image and camera_info (depth input topics, used with
+the `depth` parameter), engine_path (model file; empty = the params file's value),
 params_file (default: the installed config/human_detector.yaml). Every other setting is a
 node parameter: put it in a params file or change it live with `ros2 param set`.
 """
@@ -25,7 +26,9 @@ def detector_node(context, *args, **kwargs):
     # annotated_image needs a shared-memory segment large enough for camera frames.
     return [Node(
         package=PACKAGE, executable='human_detector', name='human_detector', output='screen',
-        parameters=parameters, remappings=[('image', LaunchConfiguration('image'))],
+        parameters=parameters,
+        remappings=[(topic, LaunchConfiguration(topic))
+                    for topic in ('image', 'depth_image', 'camera_info')],
         additional_env=large_image_environment())]
 
 
@@ -34,6 +37,12 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument('image', default_value='image',
                               description='Input image topic'),
+        DeclareLaunchArgument('depth_image', default_value='depth_image',
+                              description='Depth image aligned to the colour image '
+                                          '(with the depth parameter)'),
+        DeclareLaunchArgument('camera_info', default_value='camera_info',
+                              description="The colour camera's CameraInfo "
+                                          '(with the depth parameter)'),
         DeclareLaunchArgument('engine_path', default_value='',
                               description='Model file; empty = the one in params_file'),
         DeclareLaunchArgument(

@@ -39,7 +39,7 @@ def test_launch_file_declares_exactly_the_documented_arguments():
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, 'id', '') ==
                 'DeclareLaunchArgument'}
-    assert declared == {'image', 'engine_path', 'params_file'}
+    assert declared == {'image', 'depth_image', 'camera_info', 'engine_path', 'params_file'}
     assert "'human_detector.yaml'" in LAUNCH.read_text()
 
 

@@ -16,8 +16,9 @@ exceeds the capacity or something is unsettled, the caller must take the exact N
 from __future__ import annotations
 
 import functools
+import logging
 from types import ModuleType
-from typing import Any, Dict, Optional, TYPE_CHECKING
+from typing import Any, Dict, List, Optional, TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from human_detector_ros.postprocess import MAX_WH, NmsConfig
 if TYPE_CHECKING:
     import torch
 
+LOG = logging.getLogger(__name__)
 # The default model has at most ~60 candidates per frame even at conf 0.05; more than this
 # many takes the exact fallback.
 NMS_CAPACITY = 512
@@ -73,6 +75,10 @@ class NmsLimits:
         self.applied = config
 
 
+# Holds the error once the Triton NMS has failed in this process.
+_TRITON_FAILED: List[Exception] = []
+
+
 @functools.lru_cache(maxsize=1)
 def triton_nms() -> Optional[ModuleType]:
     """The Triton NMS module, or None when Triton does not import."""
@@ -93,12 +99,17 @@ def fixed_size_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,
     Every shape is static: no sync. The Triton kernels on CUDA when Triton imports, else
     `torch_nms`.
     """
-    kernels = triton_nms() if prediction.is_cuda else None
-    if kernels is None:
-        return torch_nms(prediction, limits, capacity, rounds)
-    return kernels.fixed_size_nms(prediction, limits.conf, limits.iou, limits.class_offset,
-                                  limits.class_mask, min(capacity, prediction.shape[1]),
-                                  limits.scratch)
+    kernels = triton_nms() if prediction.is_cuda and not _TRITON_FAILED else None
+    if kernels is not None:
+        try:
+            return kernels.fixed_size_nms(prediction, limits.conf, limits.iou,
+                                          limits.class_offset, limits.class_mask,
+                                          min(capacity, prediction.shape[1]), limits.scratch)
+        except Exception as error:  # Triton imports but cannot compile or launch here
+            LOG.warning('The Triton NMS failed, the torch NMS runs instead from now on: %s',
+                        error)
+            _TRITON_FAILED.append(error)
+    return torch_nms(prediction, limits, capacity, rounds)
 
 
 def torch_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,

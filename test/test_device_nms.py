@@ -169,6 +169,27 @@ def test_the_dispatcher_takes_torch_on_the_cpu(monkeypatch):
     assert packed.shape == (66, 6)
 
 
+def test_a_failing_triton_nms_leaves_the_torch_nms(monkeypatch, caplog):
+    class Broken:
+        @staticmethod
+        def fixed_size_nms(*args):
+            raise RuntimeError('no compiler for this GPU')
+
+    class CudaLooking(torch.Tensor):
+        is_cuda = True
+
+    monkeypatch.setattr(device_nms, 'triton_nms', lambda: Broken)
+    monkeypatch.setattr(device_nms, '_TRITON_FAILED', [])
+    prediction = _clustered_prediction(np.random.default_rng(2), 4, 2)
+    limits = NmsLimits(2, torch.device('cpu'))
+    limits.apply(NmsConfig())
+    tensor = torch.from_numpy(prediction).as_subclass(CudaLooking)
+    packed = device_nms.fixed_size_nms(tensor, limits, 64, NMS_ROUNDS)
+    assert 'no compiler for this GPU' in caplog.text and device_nms._TRITON_FAILED
+    expected = np_post.non_max_suppression(prediction, NmsConfig())
+    np.testing.assert_array_equal(np.asarray(packed[1:1 + int(packed[0, 0])]), expected)
+
+
 def test_iou_floor_is_the_largest_float32_not_above_the_threshold():
     limits = NmsLimits(1, torch.device('cpu'))
     for threshold in (0.45, 0.5, 0.7, 0.3, 0.0, 1.0, 0.1 + 1e-12):

@@ -7,13 +7,10 @@ as a CUDA graph when capture works (eager otherwise, with the reason logged); on
 brings back the kept rows, and waiting for it is the only host synchronisation. Buffers are
 allocated once (the frame buffers once per source size), so the steady state allocates nothing.
 
-The fixed-size NMS is Ultralytics' `non_max_suppression` with static shapes, so it needs no
-host round trip: the best `capacity` candidates by score (a stable sort, as the numpy NMS),
-their IoU matrix, and the greedy suppression solved as a fixed point (a box is kept when no
-kept, better box suppresses it; each round settles at least one more box). It also reports the
-candidate count and whether the rounds reached the fixed point; when they did not, or there
-were more candidates than `capacity`, that frame falls back to the exact `postprocess_torch`
-NMS. Either way the result equals the numpy path's for the same engine outputs.
+The fixed-size NMS (`device_nms`) needs no host round trip; when it reports that its result is
+not valid (more candidates than its capacity), that frame falls back to the exact
+`postprocess_torch` NMS. Either way the result equals the numpy path's for the same engine
+outputs.
 
 The same code runs on a CPU torch device (no pinned memory, streams or graphs), which is how it
 is tested without a GPU.
@@ -29,103 +26,26 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TYPE_CHE
 import numpy as np
 
 from human_detector_ros import postprocess_torch
+from human_detector_ros.device_nms import (
+    CANDIDATES, fixed_size_nms, KEPT, NMS_CAPACITY, NMS_ROUNDS, NmsLimits, UNSETTLED)
 from human_detector_ros.engines.torchscript_engine import torch_dtype
 from human_detector_ros.letterbox import letterbox, letterbox_transform, LetterboxTransform
-from human_detector_ros.letterbox_torch import letterbox_to_input
+from human_detector_ros.letterbox_torch import DeviceLetterbox
 from human_detector_ros.postprocess import (
-    Detections, MAX_WH, NmsConfig, OutputLayout, rows_to_detections)
+    Detections, NmsConfig, OutputLayout, rows_to_detections)
 
 if TYPE_CHECKING:
     import torch
 
 LOG = logging.getLogger(__name__)
 RESIZE_ON = ('device', 'host')
-# The default model has at most ~60 candidates per frame even at conf 0.05; more than this
-# many takes the exact fallback.
-NMS_CAPACITY = 512
-NMS_ROUNDS = 8
 GRAPH_WARMUP_RUNS = 3
 KEPT_SOURCE_SIZES = 4
-# Row 0 of the fixed-size NMS result: kept count, candidate count, unsettled boxes.
-_KEPT, _CANDIDATES, _UNSETTLED = 0, 1, 2
 
 
 def supports_torch_pipeline(engine: Any) -> bool:
     """Whether `engine` runs torch tensors on its own device (see `Engine.runs_torch`)."""
     return bool(engine.runs_torch)
-
-
-class NmsLimits:
-    """An NmsConfig as device tensors, so a captured NMS follows config changes.
-
-    conf: float32 scalar (candidates score > conf, compared in float32 as numpy does);
-    iou: float64 scalar (IoU > iou compared in float64, as torchvision's CPU kernel does);
-    class_offset: float32 scalar, 0 when agnostic else MAX_WH; class_mask: (nc,) bool.
-    """
-
-    def __init__(self, num_classes: int, device: torch.device) -> None:
-        import torch
-
-        self.conf = torch.zeros((), dtype=torch.float32, device=device)
-        self.iou = torch.zeros((), dtype=torch.float64, device=device)
-        self.class_offset = torch.zeros((), dtype=torch.float32, device=device)
-        self.class_mask = torch.ones((num_classes,), dtype=torch.bool, device=device)
-        self.applied: Optional[NmsConfig] = None
-
-    def apply(self, config: NmsConfig) -> None:
-        """Write `config` into the tensors (fill kernels on the current stream, no sync)."""
-        if config == self.applied:
-            return
-        self.conf.fill_(config.conf_threshold)
-        self.iou.fill_(config.iou_threshold)
-        self.class_offset.fill_(0 if config.agnostic else MAX_WH)
-        self.class_mask.fill_(config.classes is None)
-        for class_id in config.classes or ():
-            if 0 <= class_id < self.class_mask.shape[0]:
-                self.class_mask[class_id].fill_(True)
-        self.applied = config
-
-
-def fixed_size_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,
-                   rounds: int) -> torch.Tensor:
-    """One image's raw head output (4+nc, N) -> (k + 2, 6) float32, k = min(N, capacity).
-
-    Row 0: kept count, candidate count, number of boxes the rounds left unsettled. Rows 1 to
-    kept: x1, y1, x2, y2, score, class of the kept boxes, best first, in letterbox pixels.
-    Valid only when candidates <= k and nothing is unsettled. Every shape is static: no sync.
-    """
-    import torch
-
-    prediction = prediction.float()
-    scores, class_ids = prediction[4:].max(0)
-    candidate = (scores > limits.conf) & limits.class_mask[class_ids]
-    order = torch.sort(torch.where(candidate, scores, -1.0), descending=True,
-                       stable=True).indices[:capacity]
-    count = order.shape[0]
-    picked = torch.cat((prediction[:4], scores[None], class_ids[None].float()))[:, order].T
-    half_wh = picked[:, 2:4] / 2
-    rows = torch.cat((picked[:, :2] - half_wh, picked[:, :2] + half_wh, picked[:, 4:]), 1)
-    shifted = rows[:, :4] + rows[:, 5:] * limits.class_offset
-    corners = shifted.view(count, 2, 2)
-    sides = (torch.minimum(corners[:, None, 1], corners[:, 1])
-             - torch.maximum(corners[:, None, 0], corners[:, 0])).clamp_(min=0)
-    inter = sides[..., 0] * sides[..., 1]
-    extent = corners[:, 1] - corners[:, 0]
-    areas = extent[:, 0] * extent[:, 1]
-    iou = inter / (areas[:, None] + areas - inter)
-    # suppressed_by[j, i] = 1 when the better box i (i < j) suppresses box j.
-    suppressed_by = (iou.double() > limits.iou).tril_(-1).float()
-    candidates = candidate.sum()
-    allowed = (torch.arange(count, device=prediction.device) < candidates).float()
-    keep = allowed
-    for _ in range(rounds + 1):
-        keep, previous = torch.addmv(allowed, suppressed_by, keep, alpha=-1).clamp_(min=0), keep
-    kept = previous > 0
-    slot = torch.where(kept, kept.cumsum(0), count + 1)
-    packed = torch.zeros((count + 2, 6), dtype=torch.float32, device=prediction.device)
-    packed[slot] = rows
-    packed[0, :3] = torch.stack((kept.sum(), candidates, (keep != previous).sum())).float()
-    return packed
 
 
 class _Launch:
@@ -187,10 +107,11 @@ class TorchPipeline:
 
     engine: `runs_torch` ([1, 3, H, W] tensor -> named output tensors on its device): a
     TorchScript engine, or a TensorRT engine on torch buffers.
-    resize_on: 'device' (upload the whole frame, letterbox on the device) or 'host' (cv2
-    letterbox into the pinned buffer, upload the network-size image; bit-exact with the numpy
-    path). use_graphs: capture CUDA graphs (default: on CUDA). postprocess: the host decoder
-    for layouts other than RAW (named numpy outputs, transform -> Detections).
+    resize_on: 'device' (upload the whole frame, letterbox on the device with OpenCV's
+    arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the network-size image);
+    both give the numpy path's network input to the bit. use_graphs: capture CUDA graphs
+    (default: on CUDA). postprocess: the host decoder for layouts other than RAW (named numpy
+    outputs, transform -> Detections).
     After each `run`, `stage_ms` holds (preprocess, infer, postprocess) in milliseconds.
     """
 
@@ -265,8 +186,9 @@ class TorchPipeline:
             source = transform
         else:
             source = letterbox_transform(transform.dst_hw, transform.dst_hw)
-        stage = _Stage(key, self.device,
-                       lambda frame: letterbox_to_input(frame, source, self.input))
+        # The stage's closure holds the letterbox tables: a captured graph reads them.
+        letterbox_into = DeviceLetterbox(source, self.device)
+        stage = _Stage(key, self.device, lambda frame: letterbox_into(frame, self.input))
         if self.use_graphs:
             stage.letterbox.capture(self._stream)
         self._stages[key] = stage
@@ -319,8 +241,8 @@ class TorchPipeline:
         if self.limits is None:
             return self._host_postprocess(arrays, transform)
         packed = arrays['rows']
-        kept, candidates, unsettled = packed[0, _KEPT], packed[0, _CANDIDATES], \
-            packed[0, _UNSETTLED]
+        kept, candidates, unsettled = packed[0, KEPT], packed[0, CANDIDATES], \
+            packed[0, UNSETTLED]
         if candidates > packed.shape[0] - 2 or unsettled:
             self.fallbacks += 1
             (output,) = self._outputs.values()

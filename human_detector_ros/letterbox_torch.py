@@ -1,51 +1,135 @@
-"""Letterbox on torch tensors (CPU or CUDA), same geometry as `letterbox.letterbox`.
+"""Letterbox on torch tensors (CPU or CUDA), byte for byte what `letterbox.letterbox` gives.
 
-Resizing uses `F.interpolate(mode='bilinear', align_corners=False, antialias=False)`, the same
-sampling grid and weights as cv2.INTER_LINEAR (OpenCV also does not antialias when shrinking).
-OpenCV rounds its weights to 11-bit fixed point for uint8 images; interpolating in float32 and
-rounding to whole grey levels therefore differs from OpenCV by at most 1 grey level (1/255 in
-the network input) on some resized pixels. Padding, and images that need no resize, are
-identical to the numpy path on CPU and CUDA alike.
+The resize reproduces cv2.resize(uint8, INTER_LINEAR) as OpenCV computes it on x86 (the
+arithmetic of `cv::resize`'s generic linear path in modules/imgproc/src/resize.cpp, checked
+against cv2 over many sizes by test/test_torch_paths.py):
+
+- per axis, the source position of destination pixel d is fx = float32((d + 0.5) * scale - 0.5)
+  with scale = 1 / (dst / src) in float64; sx = floor(fx) and fx -= sx (float32);
+- the weights are 11-bit fixed point (INTER_RESIZE_COEF_BITS): saturate_cast<short> (round half
+  to even) of (1 - fx) * 2048 and fx * 2048, computed in float32;
+- horizontally, a column left of the image (sx < 0) or at/after its last pixel takes that edge
+  pixel with weight 2048; the horizontal pass sums p0 * a0 + p1 * a1 exactly into int32;
+- vertically, the row indices are clamped into the image but the weights are kept, and the two
+  int rows are combined as the SIMD path does: mulhi((S0 >> 4), b0) + mulhi((S1 >> 4), b1), then
+  (+2) >> 2 with unsigned saturation (mulhi: the high 16 bits of the 16x16-bit product). On
+  exact 2x downscales OpenCV takes its INTER_AREA code, whose (a + b + c + d + 2) >> 2 this
+  formula equals there.
+
+`DeviceLetterbox` computes these index and weight tables once per source size and keeps them on
+the device, so each frame is a fixed sequence of static-shape kernels (CUDA-graph capturable).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Tuple, TYPE_CHECKING
+
+import numpy as np
 
 from human_detector_ros.letterbox import LetterboxTransform, PAD_VALUE
 
 if TYPE_CHECKING:
     import torch
 
-OPENCV_TOLERANCE_GREY_LEVELS = 1
+RESIZE_COEF_BITS = 11
+_RESIZE_COEF_SCALE = 1 << RESIZE_COEF_BITS
+
+
+def _source_positions(src: int, dst: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(dst,) int64 sx = floor(fx) and (dst,) float32 fx - sx, as OpenCV computes them."""
+    scale = 1.0 / (dst / src)
+    position = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    start = np.floor(position)
+    return start.astype(np.int64), (position - start).astype(np.float32)
+
+
+def _fixed_point(fraction: np.ndarray) -> np.ndarray:
+    """(n,) float32 fractions -> (2, n) int32 weights round((1 - f) * 2048), round(f * 2048)."""
+    weights = np.stack((np.float32(1) - fraction, fraction)) * np.float32(_RESIZE_COEF_SCALE)
+    return np.rint(weights).astype(np.int32)
+
+
+def linear_resize_tables(src: int, dst: int, clamp_weights: bool
+                         ) -> Tuple[np.ndarray, np.ndarray]:
+    """One axis of INTER_LINEAR: (2, dst) int64 source indices, (2, dst) int32 weights.
+
+    Pixel d is index[0, d] * weight[0, d] + index[1, d] * weight[1, d]. clamp_weights: the
+    horizontal rule (outside the image: the edge pixel with the full weight); otherwise only
+    the indices are clamped (OpenCV's vertical rule).
+    """
+    start, fraction = _source_positions(src, dst)
+    if clamp_weights:
+        outside = (start < 0) | (start >= src - 1)
+        fraction = np.where(outside, np.float32(0), fraction)
+        start = np.clip(start, 0, src - 1)
+    index = np.clip(np.stack((start, start + 1)), 0, src - 1)
+    return index, _fixed_point(fraction)
+
+
+class DeviceLetterbox:
+    """The letterbox of one source size on one torch device, tables made once.
+
+    Call it with an HxWx3 uint8 BGR tensor (copied to the device if needed) and `out`, the
+    [1, 3, H, W] float32/float16 network input; it writes RGB values / 255 into `out` and
+    returns it. ValueError when the shapes do not match `transform`.
+    """
+
+    def __init__(self, transform: LetterboxTransform, device: torch.device) -> None:
+        import torch
+
+        self.transform = transform
+        self.device = torch.device(device)
+        src_h, src_w = transform.src_hw
+        dst_h, dst_w = transform.resized_hw
+        self.resized = transform.resized_hw != transform.src_hw
+        if self.resized:
+            cols, col_weights = linear_resize_tables(src_w, dst_w, clamp_weights=True)
+            rows, row_weights = linear_resize_tables(src_h, dst_h, clamp_weights=False)
+            # Pixel index (row * w + col) of both source rows x both source columns of every
+            # output pixel: one gather per frame.
+            pixels = rows.reshape(-1)[:, None] * src_w + cols.reshape(-1)[None, :]
+            self.pixels = torch.from_numpy(pixels.reshape(-1).astype(np.int32)).to(self.device)
+            self.col_weights = torch.from_numpy(col_weights[None, :, :, None]).to(self.device)
+            self.row_weights = torch.from_numpy(row_weights[:, :, None, None]).to(self.device)
+
+    def resize(self, bgr: torch.Tensor) -> torch.Tensor:
+        """HxWx3 uint8 tensor on the device -> (h, w, 3) int32 cv2 INTER_LINEAR result."""
+        import torch
+
+        dst_h, dst_w = self.transform.resized_hw
+        pixels = bgr.reshape(-1, 3).index_select(0, self.pixels)
+        horizontal = (pixels.view(2 * dst_h, 2, dst_w, 3) * self.col_weights).sum(
+            1, dtype=torch.int32)
+        terms = ((horizontal.view(2, dst_h, dst_w, 3) >> 4) * self.row_weights) >> 16
+        # No saturation needed: with weights summing to at most 2049 per axis the sum of the
+        # terms is at most 1020, so the result stays within 0..255.
+        return (terms.sum(0, dtype=torch.int32) + 2).bitwise_right_shift_(2)
+
+    def __call__(self, bgr: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        transform = self.transform
+        dst_h, dst_w = transform.dst_hw
+        if tuple(bgr.shape) != transform.src_hw + (3,):
+            raise ValueError(f'image of shape {tuple(bgr.shape)} does not match the letterbox '
+                             f'source {transform.src_hw} x 3')
+        if tuple(out.shape) != (1, 3, dst_h, dst_w):
+            raise ValueError(f'out must be [1, 3, {dst_h}, {dst_w}], got {list(out.shape)}')
+        top, left = transform.pad_top, transform.pad_left
+        resized_h, resized_w = transform.resized_hw
+        bgr = bgr.to(self.device, non_blocking=True)
+        interior = out[0, :, top:top + resized_h, left:left + resized_w]
+        out.fill_(PAD_VALUE)
+        image = self.resize(bgr) if self.resized else bgr
+        interior.copy_(image.permute(2, 0, 1).flip(0))
+        # A 0-dim tensor, not the number 255: CUDA multiplies by the reciprocal of a Python
+        # scalar divisor, which is 1 ulp off true division (what numpy and Ultralytics do).
+        return out.div_(torch.full((), 255, dtype=out.dtype, device=out.device))
 
 
 def letterbox_to_input(bgr: torch.Tensor, transform: LetterboxTransform,
                        out: torch.Tensor) -> torch.Tensor:
     """HxWx3 uint8 BGR tensor -> `out`, the [1, 3, H, W] RGB network input, values / 255.
 
-    `out` is float32 or float16 on any device; `bgr` is copied to its device if needed.
-    Returns `out`.
+    A one-off `DeviceLetterbox` on `out`'s device; returns `out`.
     """
-    import torch
-    import torch.nn.functional as F
-
-    dst_h, dst_w = transform.dst_hw
-    if tuple(bgr.shape) != transform.src_hw + (3,):
-        raise ValueError(f'image of shape {tuple(bgr.shape)} does not match the letterbox '
-                         f'source {transform.src_hw} x 3')
-    if tuple(out.shape) != (1, 3, dst_h, dst_w):
-        raise ValueError(f'out must be [1, 3, {dst_h}, {dst_w}], got {list(out.shape)}')
-    top, left = transform.pad_top, transform.pad_left
-    resized_h, resized_w = transform.resized_hw
-    rgb = bgr.to(out.device, non_blocking=True).permute(2, 0, 1).flip(0)
-    out.fill_(PAD_VALUE)
-    interior = out[0, :, top:top + resized_h, left:left + resized_w]
-    if transform.resized_hw == transform.src_hw:
-        interior.copy_(rgb)
-    else:
-        resized = F.interpolate(rgb.unsqueeze(0).float(), size=(resized_h, resized_w),
-                                mode='bilinear', align_corners=False, antialias=False)
-        interior.copy_(resized[0].round_().clamp_(0, 255))
-    # A 0-dim tensor, not the number 255: CUDA multiplies by the reciprocal of a Python scalar
-    # divisor, which is 1 ulp off true division (what numpy and Ultralytics on the CPU do).
-    return out.div_(torch.full((), 255, dtype=out.dtype, device=out.device))
+    return DeviceLetterbox(transform, out.device)(bgr, out)

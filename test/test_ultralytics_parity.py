@@ -3,13 +3,16 @@
 test/fixtures/ultralytics_reference.json holds what Ultralytics (LetterBox -> ONNX Runtime ->
 non_max_suppression -> scale_boxes) found in the sample images and in generated frames of many
 sizes, for several thresholds; tools/make_reference_fixtures.py wrote it and rebuilds the
-frames here from their seed. Ultralytics itself is not needed to run this test.
+frames here from their seed. Ultralytics itself is not needed to run this test. Both the numpy
+pipeline and the torch pipeline letterboxing on the device (`resize_on='device'`, run here on a
+CPU torch device) are checked against it.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,13 @@ import pytest
 
 from human_detector_ros import assets
 from human_detector_ros.detector import HumanDetector
+from human_detector_ros.engines.base import Engine
 from human_detector_ros.letterbox import letterbox
 from human_detector_ros.postprocess import NmsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / 'test' / 'fixtures' / 'ultralytics_reference.json'
-BOX_TOLERANCE_PX = 0.5
+BOX_TOLERANCE_PX = 0.01
 SCORE_TOLERANCE = 1e-4
 
 
@@ -45,6 +49,49 @@ def detector():
         pytest.fail(f'{model} is not the model the fixture was made with; re-fetch it')
     with HumanDetector(model, backend='onnxruntime', device='cpu') as instance:
         yield instance
+
+
+# Engine outputs by the sha256 of the network input: a frame whose device letterbox equals the
+# numpy one (what the device test checks) is inferred once for both tests.
+_OUTPUTS_BY_INPUT = {}
+
+
+def _infer(engine, images):
+    key = hashlib.sha256(np.ascontiguousarray(images).tobytes()).digest()
+    if key not in _OUTPUTS_BY_INPUT:
+        _OUTPUTS_BY_INPUT[key] = engine.infer(images)
+    return _OUTPUTS_BY_INPUT[key]
+
+
+class OnnxForTorch(Engine):
+    """The detector's ONNX Runtime engine behind `infer_torch`, for the torch pipeline on CPU."""
+
+    backend = 'onnxruntime'
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine.model_path, 'cpu', engine.inputs, engine.outputs,
+                         engine.metadata)
+        self.inner = engine
+
+    def infer(self, images):
+        return _infer(self.inner, images)
+
+    def infer_torch(self, images):
+        import torch
+
+        outputs = self.infer(images.numpy())
+        return {name: torch.from_numpy(array) for name, array in outputs.items()}
+
+
+@pytest.fixture(scope='module')
+def device_pipeline(detector):
+    """The torch pipeline letterboxing on the device, on a CPU torch device."""
+    pytest.importorskip('torch')
+    from human_detector_ros.gpu_pipeline import TorchPipeline
+
+    engine = OnnxForTorch(detector.engine)
+    return engine, TorchPipeline(engine, detector.layout, detector.postprocess,
+                                 resize_on='device')
 
 
 @pytest.fixture(scope='module')
@@ -95,20 +142,48 @@ def test_detections_equal_ultralytics(entry, detector, samples, figures):
     images, transform = detector.preprocess(image)
     letterboxed = letterbox(image, transform)
     assert generator.array_sha256(letterboxed) == entry['letterbox_sha256']
-    outputs = detector.infer(images)
+    outputs = _infer(detector.engine, images)
     figures['images'] += 1
     for config_entry, expected_rows in zip(reference['configs'], entry['detections']):
         detector.config = _config(config_entry)
-        detections = detector.postprocess(outputs, transform)
-        expected = np.asarray(expected_rows, np.float64).reshape(-1, 6)
-        label = f'{entry["source"]} {config_entry}'
-        assert len(detections) == len(expected), label
-        assert detections.class_ids.tolist() == expected[:, 5].astype(int).tolist(), label
-        if len(expected):
-            box_diff = float(np.abs(detections.boxes - expected[:, :4]).max())
-            score_diff = float(np.abs(detections.scores - expected[:, 4]).max())
-            assert box_diff <= BOX_TOLERANCE_PX, label
-            assert score_diff <= SCORE_TOLERANCE, label
-            figures['box_px'] = max(figures['box_px'], box_diff)
-            figures['score'] = max(figures['score'], score_diff)
-            figures['detections'] += len(expected)
+        _compare(detector.postprocess(outputs, transform), expected_rows,
+                 f'{entry["source"]} {config_entry}', figures)
+
+
+@pytest.mark.parametrize('entry', reference['images'], ids=lambda entry: entry['source'])
+def test_device_resize_detections_equal_ultralytics(entry, detector, device_pipeline, samples,
+                                                    figures):
+    """resize_on='device': the letterboxed bytes are Ultralytics' and so are the detections.
+
+    Every frame with the first thresholds; the samples and the fixed sizes (23x17 ...
+    3840x2160) with all of them (the same bytes make the same engine outputs; the NMS on them
+    is checked for every threshold in test_device_nms.py).
+    """
+    engine, pipeline = device_pipeline
+    image = _image(entry, samples)
+    transform = detector.checked_transform(image)
+    kind, _, name = entry['source'].partition(':')
+    every_config = kind == 'sample' or int(name) < len(generator.FIXED_SIZES)
+    configs = reference['configs'] if every_config else reference['configs'][:1]
+    for config_entry, expected_rows in zip(configs, entry['detections']):
+        detections = pipeline.run(image, transform, _config(config_entry), time.perf_counter())
+        _compare(detections, expected_rows, f'{entry["source"]} {config_entry} device', figures)
+    network_input = pipeline.input.numpy()[0]
+    letterboxed = np.ascontiguousarray(
+        np.rint(network_input * 255).astype(np.uint8)[::-1].transpose(1, 2, 0))
+    assert generator.array_sha256(letterboxed) == entry['letterbox_sha256']
+    assert pipeline.fallbacks == 0
+
+
+def _compare(detections, expected_rows, label, figures):
+    expected = np.asarray(expected_rows, np.float64).reshape(-1, 6)
+    assert len(detections) == len(expected), label
+    assert detections.class_ids.tolist() == expected[:, 5].astype(int).tolist(), label
+    if len(expected):
+        box_diff = float(np.abs(detections.boxes - expected[:, :4]).max())
+        score_diff = float(np.abs(detections.scores - expected[:, 4]).max())
+        assert box_diff <= BOX_TOLERANCE_PX, label
+        assert score_diff <= SCORE_TOLERANCE, label
+        figures['box_px'] = max(figures['box_px'], box_diff)
+        figures['score'] = max(figures['score'], score_diff)
+        figures['detections'] += len(expected)

@@ -4,9 +4,12 @@ Everything in one process and one run, on frames of real sample images (people) 
 1920x1080 and 3840x2160. Each figure is the wall time of whole calls that end with their
 results on the host (GPU work synchronised), from `--frames` calls after `--warmup` calls.
 
-GPU, TorchScript exports of the default weights (and Ultralytics on the weights themselves):
-    python bench/bench_detect.py --torchscript best_fp16.torchscript --half \
-        --weights best.pt --out results_gpu.json
+GPU: the default weights exported by Ultralytics to TorchScript fp16 and fp32, each run through
+the TorchScript backend and behind the GPU stand-in for TensorRT through the TensorRT backend,
+beside Ultralytics' own predict() on the weights:
+    python bench/bench_detect.py --export-weights best.pt --tensorrt-standin \
+        --out results_gpu.json
+(or `--torchscript a.torchscript b.torchscript --weights best.pt` for exports at hand).
 CPU, the default ONNX model through ONNX Runtime:
     python bench/bench_detect.py --onnx --frames 30 --memory-frames 300 --out results_cpu.json
 """
@@ -18,6 +21,7 @@ import json
 import pathlib
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -31,8 +35,12 @@ from bench.seed_pipeline import SeedPipeline, torch_forward  # noqa: E402
 from human_detector_ros import assets  # noqa: E402
 from human_detector_ros.detector import HumanDetector  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 SIZES = ((720, 1280), (1080, 1920), (2160, 3840))
 PEOPLE = ('camera.png', 'astronaut.png')
+STANDIN_VERSION = '10.3.0'
+SYNCHRONOUS_COPIES = ('cudaMemcpy', 'cudaMemcpy2D', 'cudaMemset', 'cuMemcpy', 'cuMemcpyHtoD_v2',
+                      'cuMemcpyDtoH_v2')
 
 
 def people_frame(hw: Tuple[int, int]) -> np.ndarray:
@@ -68,6 +76,18 @@ def rss_mib() -> float:
             if line.startswith('VmRSS:'):
                 return int(line.split()[1]) / 1024
     return float('nan')
+
+
+def driver_version() -> Optional[str]:
+    """The NVIDIA driver version nvidia-smi reports, or None."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ['nvidia-smi', '--query-gpu=driver_version', '--format=csv,noheader'], check=True,
+            stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def versions() -> Dict[str, Optional[str]]:
@@ -149,6 +169,36 @@ def sync_count(detector: HumanDetector, frame: np.ndarray, frames: int = 20) -> 
     return sum('synchroniz' in str(warning.message).lower() for warning in caught)
 
 
+def cuda_api_calls(detector: HumanDetector, frame: np.ndarray, frames: int = 20
+                   ) -> Dict[str, Any]:
+    """CUDA runtime/driver API calls per frame, as the profiler (CUPTI) records them.
+
+    Counts every call whoever makes it (torch, the engine, TensorRT); host_syncs_per_frame
+    counts the calls that block the host: *Synchronize and synchronous cudaMemcpy.
+    """
+    from torch.profiler import profile, ProfilerActivity
+
+    def recorded(count: int) -> Dict[str, int]:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+            for _ in range(count):
+                detector(frame)
+        calls: Dict[str, int] = {}
+        for event in profiler.events():
+            if event.name.startswith('cu') and not event.name.startswith('cutlass'):
+                calls[event.name] = calls.get(event.name, 0) + 1
+        return calls
+
+    def syncs(calls: Dict[str, int]) -> int:
+        return sum(count for name, count in calls.items()
+                   if name.endswith('Synchronize') or name in SYNCHRONOUS_COPIES)
+
+    detector(frame)
+    empty, calls = recorded(0), recorded(frames)
+    return {'per_frame': {name: count / frames for name, count in sorted(calls.items())},
+            'profiler_alone': empty,
+            'host_syncs_per_frame': (syncs(calls) - syncs(empty)) / frames, 'frames': frames}
+
+
 def replay_and_wait(graph: Any) -> None:
     import torch
 
@@ -156,72 +206,177 @@ def replay_and_wait(graph: Any) -> None:
     torch.cuda.synchronize()
 
 
-def gpu_figures(path: pathlib.Path, args: argparse.Namespace) -> Dict[str, Any]:
+def upload_figures(args: argparse.Namespace) -> Dict[str, Any]:
+    """The frame upload alone, as the pipeline does it: torch copy into pinned memory + DMA.
+
+    Also, for comparison only, the DMA split in two halves on two streams.
+    """
     import torch
 
-    detector = HumanDetector(path, device=args.device, pipeline='torch')
-    host_resize = HumanDetector(path, device=args.device, pipeline='torch', resize_on='host')
+    figures: Dict[str, Any] = {}
+    for hw in SIZES:
+        frame = people_frame(hw)
+        pinned = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
+        device = torch.empty(frame.shape, dtype=torch.uint8, device=args.device)
+        streams = [torch.cuda.Stream(args.device) for _ in range(2)]
+        halves = (slice(0, hw[0] // 2), slice(hw[0] // 2, hw[0]))
+
+        def upload() -> None:
+            pinned.copy_(torch.from_numpy(frame))
+            with torch.cuda.stream(streams[0]):
+                device.copy_(pinned, non_blocking=True)
+            streams[0].synchronize()
+
+        def upload_halves() -> None:
+            pinned.copy_(torch.from_numpy(frame))
+            for half, stream in zip(halves, streams):
+                with torch.cuda.stream(stream):
+                    device[half].copy_(pinned[half], non_blocking=True)
+            for stream in streams:
+                stream.synchronize()
+
+        name = f'{hw[1]}x{hw[0]}'
+        figures[name] = summary(timed(upload, args.frames, args.warmup))
+        figures[name]['two_streams'] = summary(timed(upload_halves, args.frames, args.warmup))
+    return figures
+
+
+def standin_plan(torchscript: pathlib.Path, into: pathlib.Path, io_dtype: str
+                 ) -> pathlib.Path:
+    """A GPU stand-in TensorRT 10.3 plan running `torchscript` with I/O in `io_dtype`; the
+    stand-in `tensorrt` module goes into sys.modules."""
+    sys.path.insert(0, str(ROOT / 'test'))
+    from tensorrt_standin import gpu_plan_bytes
+    from tensorrt_standin.trt import build_module
+
+    sys.modules['tensorrt'] = build_module(STANDIN_VERSION)
+    path = into / f'{torchscript.stem}.{io_dtype}-io.standin.engine'
+    path.write_bytes(gpu_plan_bytes(str(torchscript), STANDIN_VERSION, io_dtype))
+    return path
+
+
+def engine_figures(path: pathlib.Path, seed_forward: Any, args: argparse.Namespace,
+                   ultralytics: Optional[Dict[str, Any]], uploads: Dict[str, Any]
+                   ) -> Dict[str, Any]:
+    """One engine file on the GPU: engine alone, detector, seed-style pipeline, ratios."""
+    import torch
+
+    detector = HumanDetector(path, device=args.device)
+    host_resize = HumanDetector(path, device=args.device, resize_on='host')
     pipeline = detector.torch_pipeline
-    cuda = pipeline.cuda
-    half = detector.input_dtype == np.float16
+    assert pipeline is not None, f'{path} did not get the GPU-resident pipeline'
     figures: Dict[str, Any] = {
-        'model': path.name, 'dtype': str(detector.input_dtype),
+        'model': path.name, 'backend': detector.engine.backend,
+        'input_dtype': str(detector.input_dtype),
         'graphs': {'forward': pipeline._forward.graph is not None,
                    'nms': pipeline._decode.graph is not None}}
 
     def eager() -> None:
-        detector.engine.infer_torch(pipeline.input)
-        if cuda:
-            torch.cuda.synchronize()
+        with torch.cuda.stream(pipeline._stream):  # not the default stream (TensorRT syncs it)
+            detector.engine.infer_torch(pipeline.input)
+        torch.cuda.synchronize()
 
     engine = {'eager': summary(timed(eager, args.frames, args.warmup))}
     if pipeline._forward.graph is not None:
         engine['graph'] = summary(timed(lambda: replay_and_wait(pipeline._forward.graph),
                                         args.frames, args.warmup))
     figures['engine_alone'] = engine
-    seed = SeedPipeline(torch_forward(torch.jit.load(str(path), map_location=args.device),
-                                      args.device, half), detector.input_hw)
-    ultralytics = None
-    if args.weights is not None:
-        from ultralytics import YOLO
-        ultralytics = YOLO(str(args.weights))
+    alone = engine.get('graph', engine['eager'])['median_ms']
+    seed = SeedPipeline(seed_forward(detector), detector.input_hw)
     figures['sizes'] = {}
     for hw in SIZES:
+        name = f'{hw[1]}x{hw[0]}'
         frame = people_frame(hw)
         size: Dict[str, Any] = {
             'detector': run_detector(detector, frame, args.frames, args.warmup),
             'detector_host_resize': run_detector(host_resize, frame, args.frames, args.warmup),
             'seed': summary(timed(lambda: seed(frame), args.frames, args.warmup))}
         size['seed']['detections'] = len(seed(frame)[1])
-        if ultralytics is not None:
-            def predict() -> Any:
-                return ultralytics.predict(frame, half=half, device=args.device, conf=0.5,
-                                           iou=0.45, verbose=False)
-            size['ultralytics'] = summary(timed(predict, args.frames, args.warmup))
-            size['ultralytics']['detections'] = len(predict()[0].boxes)
         ours = size['detector']['median_ms']
+        floor = alone + uploads[name]['median_ms']
+        size['floor_ms'] = floor
         size['ratios'] = {
+            'detector_over_engine_alone': ours / alone,
+            'floor_over_engine_alone': floor / alone,
+            'detector_over_floor': ours / floor,
             'detector_over_engine_eager': ours / engine['eager']['median_ms'],
             'seed_over_detector': size['seed']['median_ms'] / ours}
-        if 'graph' in engine:
-            size['ratios']['detector_over_engine_graph'] = ours / engine['graph']['median_ms']
         if ultralytics is not None:
-            size['ratios']['ultralytics_over_detector'] = \
-                size['ultralytics']['median_ms'] / ours
-        figures['sizes'][f'{hw[1]}x{hw[0]}'] = size
-        print(json.dumps({path.name: {f'{hw[1]}x{hw[0]}': size['ratios']}}), flush=True)
+            size['ratios']['ultralytics_over_detector'] = ultralytics[name]['median_ms'] / ours
+        figures['sizes'][name] = size
+        print(json.dumps({path.name: {name: size['ratios']}}), flush=True)
     frame = people_frame((1080, 1920))
     detector(frame)
-    if cuda:
-        figures['sync_operations_in_20_frames'] = sync_count(detector, frame)
-        figures['graphs_alone_1080p'] = {
-            name: summary(timed(lambda: replay_and_wait(graph), args.frames, args.warmup))
-            for name, graph in (('letterbox', pipeline._stages[(1080, 1920)].letterbox.graph),
-                                ('nms', pipeline._decode.graph)) if graph is not None}
+    figures['sync_operations_in_20_frames'] = sync_count(detector, frame)
+    figures['cuda_api_calls_1080p'] = cuda_api_calls(detector, frame)
+    figures['graphs_alone_1080p'] = {
+        name: summary(timed(lambda: replay_and_wait(graph), args.frames, args.warmup))
+        for name, graph in (('letterbox', pipeline._stages[(1080, 1920)].letterbox.graph),
+                            ('nms', pipeline._decode.graph)) if graph is not None}
     figures['nms_fallbacks'] = pipeline.fallbacks
     if args.memory_frames:
         figures['memory'] = memory_check(detector, [frame, frame[:, ::-1].copy()],
                                          args.memory_frames)
+    detector.close()
+    host_resize.close()
+    return figures
+
+
+def export_torchscript(weights: pathlib.Path, into: pathlib.Path, device: str
+                       ) -> List[pathlib.Path]:
+    """The weights exported by Ultralytics to TorchScript, fp16 (half=True) and fp32."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    exported = []
+    for half, name in ((True, 'fp16'), (False, 'fp32')):
+        source = into / f'{name}.pt'
+        shutil.copyfile(weights, source)
+        written = YOLO(str(source)).export(format='torchscript', half=half, device=device,
+                                           imgsz=640)
+        exported.append(pathlib.Path(shutil.move(str(written), into / f'{name}.torchscript')))
+    return exported
+
+
+def gpu_figures(path: pathlib.Path, args: argparse.Namespace, scratch: pathlib.Path,
+                uploads: Dict[str, Any]) -> Dict[str, Any]:
+    """One TorchScript export: its engine, and the same module behind the TensorRT stand-in."""
+    import torch
+
+    module = torch.jit.load(str(path), map_location=args.device)
+    half = next(iter(module.parameters())).dtype == torch.float16
+    figures: Dict[str, Any] = {'model': path.name, 'half': half}
+    ultralytics = None
+    if args.weights is not None:
+        from ultralytics import YOLO
+        model = YOLO(str(args.weights))
+        ultralytics = {}
+        for hw in SIZES:
+            frame = people_frame(hw)
+
+            def predict() -> Any:
+                return model.predict(frame, half=half, device=args.device, conf=0.5,
+                                     iou=0.45, verbose=False)
+            result = summary(timed(predict, args.frames, args.warmup))
+            result['detections'] = len(predict()[0].boxes)
+            ultralytics[f'{hw[1]}x{hw[0]}'] = result
+        figures['ultralytics'] = ultralytics
+        del model
+    figures['torchscript'] = engine_figures(
+        path, lambda detector: torch_forward(module, args.device, half), args, ultralytics,
+        uploads)
+    if args.tensorrt_standin:
+        def engine_forward(detector: HumanDetector) -> Any:
+            output = detector.engine.outputs[0].name
+            return lambda blob: detector.engine.infer(blob)[output].astype(np.float32)
+
+        # float32 I/O as Ultralytics' engines have (TensorRT converts at the edges of an fp16
+        # engine), and for an fp16 model also float16 I/O, the TorchScript path's input.
+        for io_dtype in ('float32', 'float16') if half else ('float32',):
+            plan = standin_plan(path, scratch, io_dtype)
+            figures[f'tensorrt_standin_{io_dtype}_io'] = engine_figures(
+                plan, engine_forward, args, ultralytics, uploads)
     return figures
 
 
@@ -281,6 +436,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='TorchScript exports to run on the GPU')
     parser.add_argument('--weights', type=pathlib.Path,
                         help='Ultralytics .pt weights for YOLO(weights).predict()')
+    parser.add_argument('--export-weights', type=pathlib.Path,
+                        help='export these Ultralytics .pt weights to TorchScript fp16 and '
+                             'fp32 first (with Ultralytics, on --device) and run both; also '
+                             'the default of --weights')
+    parser.add_argument('--tensorrt-standin', action='store_true',
+                        help='also run each TorchScript export behind the GPU stand-in for '
+                             'TensorRT (test/tensorrt_standin/gpu.py), through the TensorRT '
+                             'backend')
     parser.add_argument('--onnx', nargs='?', const='', default=None,
                         help='run the CPU figures on this ONNX model (default: the default one)')
     parser.add_argument('--device', default='cuda:0')
@@ -299,7 +462,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                               'args': {key: str(value) for key, value in vars(args).items()}}
     if args.onnx is not None:
         report['cpu'] = cpu_figures(args)
-    report['gpu'] = [gpu_figures(path, args) for path in args.torchscript]
+    with tempfile.TemporaryDirectory() as scratch:
+        torchscripts = list(args.torchscript)
+        if args.export_weights is not None:
+            torchscripts += export_torchscript(args.export_weights, pathlib.Path(scratch),
+                                               args.device)
+            args.weights = args.weights or args.export_weights
+        if torchscripts:
+            import torch
+            report['versions']['driver'] = driver_version()
+            report['uploads'] = upload_figures(args)
+            report['gpu'] = [gpu_figures(path, args, pathlib.Path(scratch),
+                                         report['uploads']) for path in torchscripts]
+            report['versions']['cuda_device'] = torch.cuda.get_device_name(args.device)
     args.out.write_text(json.dumps(report, indent=1))
     return 0
 

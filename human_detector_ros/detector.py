@@ -1,8 +1,9 @@
 """HumanDetector: letterbox -> engine -> NMS, each stage timed, boxes in source pixels.
 
 Two ways through the stages: numpy on the host around `engine.infer` (every backend), or
-`gpu_pipeline.TorchPipeline` on the engine's torch device (TorchScript; picked automatically on
-CUDA, where it keeps the frame on the GPU from upload to the kept rows).
+`gpu_pipeline.TorchPipeline` on the engine's torch device (TorchScript, and TensorRT where
+PyTorch sees its CUDA device; picked automatically on CUDA, where it keeps the frame on the GPU
+from upload to the kept rows).
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ class HumanDetector:
     once and reused for every frame; the letterbox geometry is recomputed only when the source
     size changes.
 
-    pipeline: 'numpy' (host stages), 'torch' (`TorchPipeline` on the engine's device; needs a
-    TorchScript engine) or 'auto' (torch when the engine runs torch on CUDA). resize_on: where
+    pipeline: 'numpy' (host stages), 'torch' (`TorchPipeline` on the engine's device; needs an
+    engine that `runs_torch`: TorchScript, or TensorRT with PyTorch on CUDA) or 'auto' (torch
+    when the engine runs torch on CUDA). resize_on: where
     the torch pipeline letterboxes, 'device' or 'host' (see TorchPipeline). The stage methods
     `preprocess`, `infer` and `postprocess` are the numpy pipeline's, whichever `__call__` uses.
     tensorrt_precision, tensorrt_cache_dir: for an ONNX model with backend 'tensorrt', which
@@ -96,9 +98,11 @@ class HumanDetector:
         supported = supports_torch_pipeline(self.engine)
         if pipeline == 'torch' and not supported:
             raise ModelLoadError(
-                f'The torch pipeline needs a TorchScript model, and {self.engine.model_path} '
-                f'runs on {self.engine.backend}. Use pipeline "auto" or "numpy", or export the '
-                f'model with `yolo export model=best.pt format=torchscript`.')
+                f'The torch pipeline needs an engine that runs torch tensors (TorchScript, or '
+                f'TensorRT with a CUDA build of PyTorch installed), and '
+                f'{self.engine.model_path} runs on {self.engine.backend} without torch. Use '
+                f'pipeline "auto" or "numpy", install PyTorch with CUDA for a TensorRT engine, '
+                f'or export the model with `yolo export model=best.pt format=torchscript`.')
         if pipeline == 'numpy' or not supported or (
                 pipeline == 'auto' and not self.engine.device.startswith('cuda')):
             return None

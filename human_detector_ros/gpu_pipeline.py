@@ -44,8 +44,8 @@ KEPT_SOURCE_SIZES = 4
 
 
 def supports_torch_pipeline(engine: Any) -> bool:
-    """Whether `engine` runs torch tensors on its own device (it has `infer_torch`)."""
-    return callable(getattr(engine, 'infer_torch', None))
+    """Whether `engine` runs torch tensors on its own device (see `Engine.runs_torch`)."""
+    return bool(engine.runs_torch)
 
 
 class _Launch:
@@ -105,7 +105,8 @@ class _Stage:
 class TorchPipeline:
     """HxWx3 uint8 BGR frames -> Detections, every stage on the engine's torch device.
 
-    engine: has `infer_torch` ([1, 3, H, W] tensor -> named output tensors on its device).
+    engine: `runs_torch` ([1, 3, H, W] tensor -> named output tensors on its device): a
+    TorchScript engine, or a TensorRT engine on torch buffers.
     resize_on: 'device' (upload the whole frame, letterbox on the device with OpenCV's
     arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the network-size image);
     both give the numpy path's network input to the bit. use_graphs: capture CUDA graphs
@@ -138,9 +139,14 @@ class TorchPipeline:
         self._host_outputs: Dict[str, Tuple[torch.Tensor, np.ndarray]] = {}
         self._marks: List[Any] = [0.0] * 4
         with torch.inference_mode():
-            self.input = torch.full(engine.expected_input_shape(), 0.5,
-                                    dtype=torch_dtype(engine.inputs[0].dtype),
-                                    device=self.device)
+            # The engine's own input tensor where it has one (TensorRT binds its address
+            # once), so the letterbox writes where the engine reads.
+            self.input = engine.torch_input()
+            if self.input is None:
+                self.input = torch.empty(engine.expected_input_shape(),
+                                         dtype=torch_dtype(engine.inputs[0].dtype),
+                                         device=self.device)
+            self.input.fill_(0.5)
             self.limits = (NmsLimits(engine.outputs[0].shape[1] - 4, self.device)
                            if layout is OutputLayout.RAW else None)
             self._stream = torch.cuda.Stream(self.device) if self.cuda else None

@@ -16,7 +16,8 @@ import tensorrt_standin
 from network_inputs import sample_network_input
 from tensorrt_standin import plan_bytes, ultralytics_engine_bytes
 
-from human_detector_ros.assets import default_model_path
+from human_detector_ros.assets import default_model_path, sample_image_path
+from human_detector_ros.detector import HumanDetector
 from human_detector_ros.engines import detect_backend, load_engine
 from human_detector_ros.engines.tensorrt_engine import (
     choose_input_shape, MIN_PLAN_BYTES, PLAN_MAGIC, TensorRTEngine)
@@ -48,6 +49,11 @@ def references(onnx_path, image) -> Dict[str, np.ndarray]:
 @pytest.fixture(scope='module')
 def reference(references) -> np.ndarray:
     return references['float32']
+
+
+def _frame() -> np.ndarray:
+    import cv2
+    return cv2.imread(str(sample_image_path('astronaut.png')), cv2.IMREAD_COLOR)
 
 
 def _write(tmp_path, name, data):
@@ -245,6 +251,36 @@ def test_no_cuda_python_installed(monkeypatch, tmp_path, onnx_path):
     path = _write(tmp_path, 'm.engine', plan_bytes(onnx_path, '10.3.0'))
     with pytest.raises(ModelLoadError, match='pip install cuda-python'):
         load_engine(path)
+
+
+def test_without_pytorch_on_cuda_the_engine_runs_the_host_pipeline(monkeypatch, tmp_path,
+                                                                   onnx_path, image):
+    """No PyTorch with CUDA (the stand-in GPU is invisible to torch): cuda-python buffers,
+    no `infer_torch`, and HumanDetector keeps the numpy pipeline."""
+    tensorrt_standin.install(monkeypatch, '10.3.0')
+    path = _write(tmp_path, 'm.engine', plan_bytes(onnx_path, '10.3.0'))
+    with load_engine(path) as engine:
+        assert not engine.runs_torch and engine.torch_input() is None
+        with pytest.raises(InferenceError, match='cuda-python buffers'):
+            engine.infer_torch(image)
+    with HumanDetector(path) as detector, \
+            HumanDetector(onnx_path, backend='onnxruntime', device='cpu') as reference:
+        assert detector.torch_pipeline is None
+        found, expected = detector(_frame()), reference(_frame())
+        assert len(expected) > 0 and found.class_ids.tolist() == expected.class_ids.tolist()
+        np.testing.assert_allclose(found.boxes, expected.boxes, atol=1e-2)
+    with pytest.raises(ModelLoadError, match='TensorRT with a CUDA build of PyTorch'):
+        HumanDetector(path, pipeline='torch')
+
+
+def test_torch_buffers_need_pytorch_on_the_device(monkeypatch, tmp_path, onnx_path):
+    tensorrt_standin.install(monkeypatch, '10.3.0')
+    path = _write(tmp_path, 'm.engine', plan_bytes(onnx_path, '10.3.0'))
+    with pytest.raises(ModelLoadError, match='asked to use torch buffers') as error:
+        TensorRTEngine(path, 'cuda', buffers='torch')
+    assert str(path) in str(error.value)
+    with pytest.raises(ValueError, match='buffers'):
+        TensorRTEngine(path, 'cuda', buffers='unified')
 
 
 @pytest.mark.parametrize('device_count, device, words', [

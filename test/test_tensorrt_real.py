@@ -16,7 +16,7 @@ from network_inputs import sample_network_input
 
 from human_detector_ros.assets import default_model_path
 from human_detector_ros.engines import load_engine
-from human_detector_ros.engines.tensorrt_engine import import_cudart
+from human_detector_ros.engines.tensorrt_engine import import_cudart, TensorRTEngine
 from human_detector_ros.errors import ModelLoadError
 
 
@@ -113,15 +113,22 @@ def test_real_tensorrt_rejects_garbage_with_version(tmp_path):
 
 
 @NEEDS_CUDA
+@pytest.mark.parametrize('buffers', ['cuda-python', 'torch'])
 @pytest.mark.parametrize('version, dtype', [('8.6.1', 'float16'), ('10.3.0', 'float32')])
 def test_real_cuda_runtime_with_standin_tensorrt(monkeypatch, tmp_path, image, reference,
-                                                 version, dtype):
-    """Real cudaMalloc/cudaMallocHost/async copies/streams; stand-in TensorRT computes."""
+                                                 version, dtype, buffers):
+    """Real device buffers (cudaMalloc, or torch's allocator) and streams; the stand-in
+    TensorRT computes on the CPU between them through the real CUDA runtime."""
+    if buffers == 'torch':
+        torch = pytest.importorskip('torch')
+        if not torch.cuda.is_available():
+            pytest.skip('no CUDA device for PyTorch')
     tensorrt_standin.install(monkeypatch, version, real_cudart=True)
     plan = tensorrt_standin.plan_bytes(str(default_model_path()), version, dtype, dynamic=True)
     path = tmp_path / 'model.engine'
     path.write_bytes(plan)
-    with load_engine(path, device='cuda:0') as engine:
+    with TensorRTEngine(path, 'cuda:0', buffers=buffers) as engine:
+        assert engine.runs_torch == (buffers == 'torch')
         results = [engine.infer(image.astype(dtype))['output0'] for _ in range(3)]
     for result in results:
         assert result.dtype == np.dtype(dtype)

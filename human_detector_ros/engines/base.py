@@ -5,7 +5,7 @@ import abc
 import pathlib
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -141,6 +141,19 @@ class Engine(abc.ABC):
         """`images` as a C-contiguous array of the input dtype; InferenceError on bad shape."""
         self.check_shape(images.shape)
         return np.ascontiguousarray(images, dtype=self.inputs[0].dtype)
+
+    @property
+    def runs_torch(self) -> bool:
+        """Whether this engine has a working `infer_torch(images) -> {name: tensor}`.
+
+        `infer_torch` takes a [1, 3, H, W] torch tensor and returns the named outputs as
+        tensors on the engine's `device`, enqueued on torch's current stream.
+        """
+        return callable(getattr(self, 'infer_torch', None))
+
+    def torch_input(self) -> Any:
+        """The tensor `infer_torch` reads in place, for engines bound to one; None otherwise."""
+        return None
 
     @abc.abstractmethod
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:

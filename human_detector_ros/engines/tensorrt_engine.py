@@ -2,9 +2,18 @@
 
 Works with the binding API (TensorRT <= 8.6: `num_bindings`, `execute_async_v2`) and the
 named-tensor API (8.5+, the only one in 10.x/11.x: `num_io_tensors`, `execute_async_v3`),
-chosen by a feature test in `_io_api`. GPU memory comes from the CUDA runtime bindings of
-`cuda-python`: device and pinned host buffers are allocated once at load; `infer` is one
-stream: async copy in -> execute -> async copies out -> synchronize.
+chosen by a feature test in `_io_api`.
+
+The I/O buffers are allocated once at load and bound once, in one of two ways:
+
+* torch (where PyTorch sees the CUDA device): torch tensors on the device, bound by
+  `data_ptr()`. `infer_torch` enqueues the engine on torch's current stream and waits for
+  nothing, so a caller keeps the whole frame on the GPU (`gpu_pipeline.TorchPipeline`) and can
+  capture the enqueue in a CUDA graph: the bound addresses never change, as TensorRT requires
+  of a captured graph.
+* cuda-python (no PyTorch with CUDA): device and pinned host buffers from the CUDA runtime
+  bindings of `cuda-python`; `infer` is one stream: async copy in -> execute -> async copies
+  out -> synchronize.
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ import ctypes
 import logging
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, TYPE_CHECKING
 
 import numpy as np
 
@@ -22,7 +31,11 @@ from human_detector_ros.engines.base import Engine, TensorSpec, parse_device, \
 from human_detector_ros.errors import InferenceError, ModelLoadError
 from human_detector_ros.model_metadata import metadata_from_mapping, split_engine_header
 
+if TYPE_CHECKING:
+    import torch
+
 LOG = logging.getLogger(__name__)
+BUFFERS = ('auto', 'torch', 'cuda-python')
 KEPT_ERRORS = 20
 REBUILD_HINT = (
     'Rebuild the engine on this device with this TensorRT, from the ONNX model: '
@@ -76,6 +89,17 @@ class CudaRuntime:
     def device_to_host(self, host: int, device: int, nbytes: int, stream: Any) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self.call('cudaMemcpyAsync', host, device, nbytes, kind, stream)
+
+
+def torch_on_device(index: int) -> Any:
+    """The torch module when PyTorch is installed and sees CUDA device `index`, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        return None
+    return torch
 
 
 def _dims(dims: Any) -> Tuple[int, ...]:
@@ -214,7 +238,7 @@ def choose_input_shape(engine_shape: Sequence[int], profile: Sequence[Sequence[i
 
 @dataclass
 class _Buffer:
-    """One I/O tensor: device memory and a pinned host mirror viewed as `host`."""
+    """One I/O tensor in cuda-python memory: device memory and a pinned mirror viewed as `host`."""
 
     spec: TensorSpec
     nbytes: int
@@ -224,16 +248,24 @@ class _Buffer:
 
 
 class TensorRTEngine(Engine):
-    """A TensorRT engine with buffers allocated once; `infer` runs on one CUDA stream."""
+    """A TensorRT engine whose I/O buffers are allocated and bound once, at load.
+
+    buffers: 'auto' (torch tensors where PyTorch sees the CUDA device, else cuda-python),
+    'torch' or 'cuda-python' (see the module doc). `infer` works with either; `infer_torch`
+    needs torch buffers (`runs_torch`).
+    """
 
     backend = 'tensorrt'
 
-    def __init__(self, model_path: pathlib.Path, device: str = 'auto') -> None:
+    def __init__(self, model_path: pathlib.Path, device: str = 'auto',
+                 buffers: str = 'auto') -> None:
         request = parse_device(device, model_path)
         if request.kind == 'cpu':
             raise ModelLoadError(
                 f'TensorRT engine {model_path} runs on an NVIDIA GPU only, and device "cpu" '
                 f'was asked for. Use device "cuda" (or "auto"), or an ONNX model on the CPU.')
+        if buffers not in BUFFERS:
+            raise ValueError(f'buffers must be one of {BUFFERS}, got {buffers!r}')
         blob = model_path.read_bytes()
         header, plan_offset = split_engine_header(blob, model_path)
         try:
@@ -249,17 +281,26 @@ class TensorRTEngine(Engine):
                 f'installed. On Jetson it comes with JetPack (`sudo apt install '
                 f'python3-libnvinfer`); on x86 `pip install tensorrt`. Or use the ONNX model.'
             ) from None
-        try:
-            cuda = CudaRuntime(import_cudart())
-        except ImportError:
+        self._torch = None if buffers == 'cuda-python' else torch_on_device(request.index)
+        if buffers == 'torch' and self._torch is None:
             raise ModelLoadError(
-                f'Cannot load TensorRT engine {model_path}: the CUDA runtime bindings are not '
-                f'installed. Install them with `pip install cuda-python` (matching the CUDA '
-                f'major version of this machine).') from None
-        self._cuda = cuda
+                f'TensorRT engine {model_path} was asked to use torch buffers, but PyTorch is '
+                f'not installed or sees no CUDA device {request.index}. Install a CUDA build of '
+                f'PyTorch (on Jetson the JetPack wheel), or use buffers "auto".')
+        self._cuda: Optional[CudaRuntime] = None
+        if self._torch is None:
+            try:
+                self._cuda = CudaRuntime(import_cudart())
+            except ImportError:
+                raise ModelLoadError(
+                    f'Cannot load TensorRT engine {model_path}: the CUDA runtime bindings are '
+                    f'not installed, and no PyTorch with CUDA is either. Install them with `pip '
+                    f'install cuda-python` (matching the CUDA major version of this machine), '
+                    f'or a CUDA build of PyTorch.') from None
         self._device_index = request.index
         self._buffers: List[_Buffer] = []
         self._stream: Any = None
+        self._tensors: Dict[str, torch.Tensor] = {}
         self._trt = trt
         self._select_device(model_path)
         self._logger = _make_logger(trt)
@@ -288,7 +329,16 @@ class TensorRTEngine(Engine):
         super().__init__(model_path, request.cuda_name, inputs, outputs, metadata)
         self._allocate(model_path)
 
+    @property
+    def runs_torch(self) -> bool:
+        """True with torch buffers (until `close`): `infer_torch` keeps tensors on the GPU."""
+        return self._torch is not None and self._context is not None
+
     def _select_device(self, model_path: pathlib.Path) -> None:
+        """Make the engine's device current: TensorRT deserializes and enqueues on it."""
+        if self._torch is not None:
+            self._torch.cuda.set_device(self._device_index)
+            return
         try:
             count = self._cuda.call('cudaGetDeviceCount')
         except CudaCallError as error:
@@ -347,33 +397,94 @@ class TensorRTEngine(Engine):
         return inputs, outputs
 
     def _allocate(self, model_path: pathlib.Path) -> None:
+        """Allocate the I/O buffers and bind their addresses, once for the engine's life."""
         try:
-            self._stream = self._cuda.call('cudaStreamCreate')
-            for spec in self.inputs + self.outputs:
-                nbytes = int(np.prod(spec.shape)) * spec.dtype.itemsize
-                buffer = _Buffer(spec, nbytes, 0, 0, np.empty(0))
-                self._buffers.append(buffer)
-                buffer.device = self._cuda.call('cudaMalloc', nbytes)
-                buffer.host_address = self._cuda.call('cudaMallocHost', nbytes)
-                raw = (ctypes.c_uint8 * nbytes).from_address(buffer.host_address)
-                buffer.host = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.shape)
-        except CudaCallError as error:
+            if self._torch is not None:
+                addresses = self._allocate_tensors()
+            else:
+                addresses = self._allocate_cuda_python()
+        except (CudaCallError, RuntimeError) as error:  # torch's out-of-memory: RuntimeError
             self.close()
             raise ModelLoadError(
                 f'Cannot allocate GPU buffers for TensorRT engine {model_path}: {error}. The GPU '
                 f'may be out of memory.') from None
-        addresses = {buffer.spec.name: buffer.device for buffer in self._buffers}
         if not self._api.bind(addresses):
             self.close()
             raise ModelLoadError(
                 f'TensorRT rejected the buffer addresses for {model_path} (TensorRT said: '
                 f'{" ".join(self._logger.errors) or "no reason given"}).')
 
+    def _allocate_tensors(self) -> Dict[str, int]:
+        torch = self._torch
+        device = torch.device(self.device)
+        for spec in self.inputs + self.outputs:
+            dtype = torch.from_numpy(np.empty(0, spec.dtype)).dtype
+            self._tensors[spec.name] = torch.zeros(spec.shape, dtype=dtype, device=device)
+        # `infer` runs on a stream of its own: TensorRT synchronizes around the default one.
+        self._stream = torch.cuda.Stream(device)
+        return {name: tensor.data_ptr() for name, tensor in self._tensors.items()}
+
+    def _allocate_cuda_python(self) -> Dict[str, int]:
+        self._stream = self._cuda.call('cudaStreamCreate')
+        for spec in self.inputs + self.outputs:
+            nbytes = int(np.prod(spec.shape)) * spec.dtype.itemsize
+            buffer = _Buffer(spec, nbytes, 0, 0, np.empty(0))
+            self._buffers.append(buffer)
+            buffer.device = self._cuda.call('cudaMalloc', nbytes)
+            buffer.host_address = self._cuda.call('cudaMallocHost', nbytes)
+            raw = (ctypes.c_uint8 * nbytes).from_address(buffer.host_address)
+            buffer.host = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.shape)
+        return {buffer.spec.name: buffer.device for buffer in self._buffers}
+
+    def _execution_failed(self) -> InferenceError:
+        said = ' '.join(list(self._logger.errors)[-3:]) or 'no reason given'
+        return InferenceError(
+            f'TensorRT execution of {self.model_path.name} failed (TensorRT said: {said}).')
+
+    def torch_input(self) -> Optional[torch.Tensor]:
+        """The bound input tensor (torch buffers, else None): `infer_torch` reads it in place.
+
+        A caller that writes the network input here saves `infer_torch` a copy.
+        """
+        return self._tensors.get(self.inputs[0].name)
+
+    def infer_torch(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """[1, 3, H, W] torch tensor -> {output name: the engine's bound output tensor}.
+
+        Enqueued on torch's current stream of the engine's device; nothing is waited for. Make
+        that a stream of your own: TensorRT synchronizes around the default stream.
+        `images` (any device and float dtype) is copied into `torch_input()` unless it is that
+        tensor. The outputs are the engine's own tensors, overwritten by the next call. The
+        bound addresses never change, so a CUDA graph may capture this call (after one call
+        outside the capture, as TensorRT asks). Raises InferenceError on a wrong shape, when
+        TensorRT refuses to enqueue, when closed, or without torch buffers.
+        """
+        if not self.runs_torch:
+            raise InferenceError(
+                f'TensorRT engine {self.model_path.name} cannot run torch tensors: it is '
+                f'closed, or was loaded with cuda-python buffers (no PyTorch with CUDA).')
+        self.check_shape(tuple(images.shape))
+        torch = self._torch
+        source = self._tensors[self.inputs[0].name]
+        with torch.cuda.device(self._device_index):
+            if images is not source:
+                source.copy_(images, non_blocking=True)
+            if not self._api.execute(torch.cuda.current_stream().cuda_stream):
+                raise self._execution_failed()
+        return {spec.name: self._tensors[spec.name] for spec in self.outputs}
+
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        """[1, 3, H, W] array -> {output name: array copied out of the pinned buffers}."""
+        """[1, 3, H, W] array -> {output name: array copied out of the engine's buffers}."""
         if self._context is None:
             raise InferenceError(f'TensorRT engine {self.model_path.name} is closed.')
         self.check_shape(images.shape)
+        if self._torch is not None:
+            host = self.check_images(images)
+            torch = self._torch
+            with torch.cuda.stream(self._stream):
+                outputs = self.infer_torch(torch.from_numpy(
+                    host if host.flags.writeable else host.copy()))
+                return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
         source = self._buffers[0]
         np.copyto(source.host, images, casting='same_kind')
         cuda, stream = self._cuda, self._stream
@@ -381,9 +492,7 @@ class TensorRTEngine(Engine):
             cuda.call('cudaSetDevice', self._device_index)
             cuda.host_to_device(source.device, source.host_address, source.nbytes, stream)
             if not self._api.execute(int(stream)):
-                raise InferenceError(
-                    f'TensorRT execution of {self.model_path.name} failed (TensorRT said: '
-                    f'{" ".join(list(self._logger.errors)[-3:]) or "no reason given"}).')
+                raise self._execution_failed()
             outputs = self._buffers[len(self.inputs):]
             for buffer in outputs:
                 cuda.device_to_host(buffer.host_address, buffer.device, buffer.nbytes, stream)
@@ -394,10 +503,14 @@ class TensorRTEngine(Engine):
         return {buffer.spec.name: buffer.host.copy() for buffer in outputs}
 
     def close(self) -> None:
-        """Free the device and pinned buffers and the stream; drop context, engine, runtime."""
+        """Free the buffers and the stream; drop context, engine, runtime."""
         self._context = None
         self._engine = None
         self._runtime = None
+        self._tensors = {}
+        if self._cuda is None:
+            self._stream = None  # torch frees its memory with the last reference
+            return
         failures = []
         for buffer in self._buffers:
             for function, address in (('cudaFree', buffer.device),

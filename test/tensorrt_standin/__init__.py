@@ -1,25 +1,33 @@
-"""STAND-IN TensorRT and CUDA runtime for tests on machines without an NVIDIA GPU.
+"""STAND-IN TensorRT and CUDA runtime, for tests and benchmarks without a real TensorRT.
 
 `install(monkeypatch, version)` puts a stand-in `tensorrt` module of that TensorRT generation
 (see `trt.py`) into `sys.modules`, and, unless `real_cudart` is set, a stand-in CUDA runtime
 (see `cudart.py`) as `cuda.bindings.runtime` (cuda-python 12.6+) or, with
-`cudart_layout='legacy'`, as `cuda.cudart` (older cuda-python). monkeypatch undoes it all.
-A child process (a node under test) gets the same stand-ins with CHILD_PATH first on its
-PYTHONPATH (see child/tensorrt.py).
+`cudart_layout='legacy'`, as `cuda.cudart` (older cuda-python). The stand-in runtime models a
+machine without an NVIDIA GPU, so PyTorch, if installed, sees no CUDA device meanwhile.
+monkeypatch undoes it all. A child process (a node under test) gets the same stand-ins with
+CHILD_PATH first on its PYTHONPATH (see child/tensorrt.py).
+
+With `real_cudart=True` only `tensorrt` is replaced and the machine's real GPU is used: plans
+from `plan_bytes` run their ONNX model on the CPU between real device buffers, plans from
+`gpu_plan_bytes` run a TorchScript module on the GPU, on the caller's stream (the GPU
+stand-in, `gpu.py`).
 """
 from __future__ import annotations
 
+import importlib.machinery
 import pathlib
 import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from tensorrt_standin import cudart as cudart_standin
+from tensorrt_standin.gpu import gpu_plan_bytes
 from tensorrt_standin import trt as trt_standin
 from tensorrt_standin.trt import plan_bytes, ultralytics_engine_bytes
 
-__all__ = ['StandIn', 'install', 'install_into_process', 'plan_bytes',
+__all__ = ['StandIn', 'gpu_plan_bytes', 'install', 'install_into_process', 'plan_bytes',
            'ultralytics_engine_bytes']
 CHILD_PATH = str(pathlib.Path(__file__).resolve().parent / 'child')
 """Put first on a child process's PYTHONPATH: its `import tensorrt` gets the stand-in."""
@@ -36,10 +44,22 @@ class StandIn:
 
 def _package(name: str, **attributes: Any) -> types.ModuleType:
     module = types.ModuleType(name, 'stand-in package')
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
     module.__path__ = []
     for key, value in attributes.items():
         setattr(module, key, value)
     return module
+
+
+def _hide_cuda_from_torch(set_attribute: Callable[[Any, str, Any], None]) -> None:
+    """PyTorch, if installed, sees no CUDA device: the stand-in runtime is a machine without
+    a GPU, so the TensorRT backend takes cuda-python buffers, as it does on one."""
+    try:
+        import torch
+    except ImportError:
+        return
+    set_attribute(torch.cuda, 'is_available', lambda: False)
+    set_attribute(torch.cuda, 'device_count', lambda: 0)
 
 
 def install(monkeypatch: Any, version: str = '10.3.0', device_count: int = 1,
@@ -50,6 +70,7 @@ def install(monkeypatch: Any, version: str = '10.3.0', device_count: int = 1,
     monkeypatch.setitem(sys.modules, 'tensorrt', trt)
     if real_cudart:
         return StandIn(trt, None, None)
+    _hide_cuda_from_torch(monkeypatch.setattr)
     gpu = cudart_standin.StandinGpu(device_count, compute_capability=compute_capability)
     runtime = cudart_standin.build_module(gpu)
     if cudart_layout == 'bindings':
@@ -73,6 +94,7 @@ def install_into_process(version: str = '10.3.0') -> types.ModuleType:
     if getattr(installed, 'calls', None) is not None:
         return installed
     trt = trt_standin.build_module(version)
+    _hide_cuda_from_torch(setattr)
     runtime = cudart_standin.build_module(cudart_standin.StandinGpu())
     sys.modules.update({'tensorrt': trt, 'cuda': _package('cuda'),
                         'cuda.bindings': _package('cuda.bindings', runtime=runtime),

@@ -23,7 +23,9 @@ self-contained like a real one). `Runtime.deserialize_cuda_engine`
 returns None and logs an error through the ILogger, as TensorRT does, for a plan of another
 version or device or one that does not parse.
 
-Execution is real: `execute_async_v2/v3` synchronizes the stream, copies each input from the
+Execution is real. A plan made by `gpu.gpu_plan_bytes` names a TorchScript module instead,
+which `gpu.GpuExecution` runs on a real GPU on the caller's stream (see gpu.py). Otherwise
+`execute_async_v2/v3` synchronizes the stream, copies each input from the
 device address the caller bound (binding list or `set_tensor_address`) through the CUDA
 runtime module the backend uses (the cudart stand-in, or the real one), converts it from the
 declared dtype, runs the ONNX model with onnxruntime, converts the outputs to their declared
@@ -32,7 +34,9 @@ for float16 engines; only the I/O precision is modelled.
 """
 from __future__ import annotations
 
+import collections
 import enum
+import importlib.machinery
 import json
 import sys
 import types
@@ -115,8 +119,11 @@ def build_module(version: str = '10.3.0',
     """A `tensorrt` module object of TensorRT generation `version` (see the module doc)."""
     has_bindings, has_tensors = _generation(version)
     module = types.ModuleType('tensorrt', __doc__)
+    # importlib.util.find_spec('tensorrt') (torch._dynamo asks) needs a spec to return.
+    module.__spec__ = importlib.machinery.ModuleSpec('tensorrt', None)
     module.__version__ = version
     module.calls = {}
+    module.streams = collections.deque(maxlen=100)  # the stream handles of recent enqueues
 
     def count(name: str) -> None:
         module.calls[name] = module.calls.get(name, 0) + 1
@@ -257,9 +264,16 @@ def build_module(version: str = '10.3.0',
             self.shapes = {tensor.name: tensor.shape for tensor in engine.tensors
                            if tensor.is_input}
             self.addresses: Dict[str, int] = {}
+            self.gpu = None
+            if 'torchscript' in engine.plan:
+                from tensorrt_standin.gpu import GpuExecution
+                self.gpu = GpuExecution(engine.plan, self._error, self._warn)
 
         def _error(self, message: str) -> None:
             self.engine.logger.log(ILogger.Severity.ERROR, message)
+
+        def _warn(self, message: str) -> None:
+            self.engine.logger.log(ILogger.Severity.WARNING, message)
 
         def _set_shape(self, name: str, shape: Sequence[int]) -> bool:
             tensor = self.engine.by_name[name]
@@ -288,6 +302,7 @@ def build_module(version: str = '10.3.0',
             if not isinstance(stream_handle, int):
                 raise TypeError('execute_async(): incompatible function arguments: '
                                 'stream_handle must be an int')
+            module.streams.append(stream_handle)
             for name, shape in self.shapes.items():
                 if -1 in shape:
                     self._error(f'IExecutionContext::enqueue: Error Code 3: API Usage Error '
@@ -302,6 +317,8 @@ def build_module(version: str = '10.3.0',
                     self._error(f'stand-in engine runs {tensor.name} at '
                                 f'{list(tensor.runtime_shape)} only')
                     return False
+            if self.gpu is not None:
+                return self.gpu(self.engine.tensors, addresses, self.shapes, stream_handle)
             cudart = _cudart()
             success = cudart.cudaError_t.cudaSuccess
             status = cudart.cudaStreamSynchronize(stream_handle)[0]

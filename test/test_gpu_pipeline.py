@@ -15,10 +15,10 @@ import time
 import cv2
 import numpy as np
 import pytest
+from network_inputs import OnnxThroughTorch
 
 from human_detector_ros import assets
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.engines.base import Engine
 from human_detector_ros.errors import InvalidImageError, ModelLoadError
 from human_detector_ros.letterbox import to_network_input
 from human_detector_ros.postprocess import NmsConfig, OutputLayout
@@ -76,24 +76,6 @@ def test_network_input_equals_true_division_to_the_bit(dtype):
 
 
 # --- the real default model: ONNX Runtime behind `infer_torch` --------------------------------
-
-class OnnxThroughTorch(Engine):
-    """The real ONNX model behind `infer_torch`, so the torch pipeline can run it on the CPU."""
-
-    backend = 'onnxruntime'
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine.model_path, 'cpu', engine.inputs, engine.outputs,
-                         engine.metadata)
-        self.inner = engine
-
-    def infer(self, images):
-        return self.inner.infer(images)
-
-    def infer_torch(self, images):
-        return {name: torch.from_numpy(array)
-                for name, array in self.inner.infer(images.numpy()).items()}
-
 
 @pytest.fixture(scope='module')
 def real():

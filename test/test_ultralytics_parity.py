@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from network_inputs import OnnxThroughTorch
 
 from human_detector_ros import assets
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.engines.base import Engine
 from human_detector_ros.letterbox import letterbox
 from human_detector_ros.postprocess import NmsConfig
 
@@ -63,33 +63,14 @@ def _infer(engine, images):
     return _OUTPUTS_BY_INPUT[key]
 
 
-class OnnxForTorch(Engine):
-    """The detector's ONNX Runtime engine behind `infer_torch`, for the torch pipeline on CPU."""
-
-    backend = 'onnxruntime'
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine.model_path, 'cpu', engine.inputs, engine.outputs,
-                         engine.metadata)
-        self.inner = engine
-
-    def infer(self, images):
-        return _infer(self.inner, images)
-
-    def infer_torch(self, images):
-        import torch
-
-        outputs = self.infer(images.numpy())
-        return {name: torch.from_numpy(array) for name, array in outputs.items()}
-
-
 @pytest.fixture(scope='module')
 def device_pipeline(detector):
     """The torch pipeline letterboxing on the device, on a CPU torch device."""
     pytest.importorskip('torch')
     from human_detector_ros.gpu_pipeline import TorchPipeline
 
-    engine = OnnxForTorch(detector.engine)
+    engine = OnnxThroughTorch(detector.engine,
+                              infer=lambda images: _infer(detector.engine, images))
     return engine, TorchPipeline(engine, detector.layout, detector.postprocess,
                                  resize_on='device')
 

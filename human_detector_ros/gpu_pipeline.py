@@ -1,11 +1,13 @@
 """Whole frames through a torch engine on its own device: GPU-resident on CUDA.
 
 On CUDA, one frame costs one synchronisation: the HxWx3 uint8 BGR frame is copied into a pinned
-host buffer (torch's parallel CPU copy) and uploaded asynchronously; letterbox + BGR->RGB +
-/255 + dtype cast, the engine's forward and a fixed-size NMS run on one stream, each replayed
-as a CUDA graph when capture works (eager otherwise, with the reason logged); one small copy
-brings back the kept rows, and waiting for it is the only host synchronisation. Buffers are
-allocated once (the frame buffers once per source size), so the steady state allocates nothing.
+host buffer (torch's parallel CPU copy; where the resize reads only some source rows, such as
+every third row of a 1080p frame, just those rows) and uploaded asynchronously; letterbox +
+BGR->RGB + /255 + dtype cast, the engine's forward and a fixed-size NMS run on one stream,
+each replayed as a CUDA graph when capture works (eager otherwise, with the reason logged); one
+small copy brings back the kept rows, and waiting for it is the only host synchronisation.
+Buffers are allocated once (the frame buffers once per source size), so the steady state
+allocates nothing.
 
 The fixed-size NMS (`device_nms`) needs no host round trip; when it reports that its result is
 not valid (more candidates than its capacity), that frame falls back to the exact
@@ -87,14 +89,17 @@ class _Stage:
     """The frame buffers of one source size and the letterbox from them into the network input.
 
     host: the (h, w, 3) uint8 tensor the host writes (pinned on CUDA, the device frame itself
-    on the CPU); host_array: its numpy view.
+    on the CPU); host_array: its numpy view. rows: the frame rows it holds when not all of
+    them (ascending int64), else None.
     """
 
     def __init__(self, hw: Tuple[int, int], device: torch.device,
-                 letterbox_into: Callable[[torch.Tensor], Any]) -> None:
+                 letterbox_into: Callable[[torch.Tensor], Any],
+                 rows: Optional[np.ndarray] = None) -> None:
         import torch
 
-        shape = tuple(hw) + (3,)
+        self.rows = rows
+        shape = (len(rows) if rows is not None else hw[0], hw[1], 3)
         self.frame = torch.empty(shape, dtype=torch.uint8, device=device)
         self.host = (torch.empty(shape, dtype=torch.uint8, pin_memory=True)
                      if device.type == 'cuda' else self.frame)
@@ -107,8 +112,9 @@ class TorchPipeline:
 
     engine: `runs_torch` ([1, 3, H, W] tensor -> named output tensors on its device): a
     TorchScript engine, or a TensorRT engine on torch buffers.
-    resize_on: 'device' (upload the whole frame, letterbox on the device with OpenCV's
-    arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the network-size image);
+    resize_on: 'device' (upload the frame rows the resize reads, letterbox on the device with
+    OpenCV's arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the
+    network-size image);
     both give the numpy path's network input to the bit. use_graphs: capture CUDA graphs
     (default: on CUDA). postprocess: the host decoder for layouts other than RAW (named numpy
     outputs, transform -> Detections).
@@ -188,7 +194,9 @@ class TorchPipeline:
             source = letterbox_transform(transform.dst_hw, transform.dst_hw)
         # The stage's closure holds the letterbox tables: a captured graph reads them.
         letterbox_into = DeviceLetterbox(source, self.device)
-        stage = _Stage(key, self.device, lambda frame: letterbox_into(frame, self.input))
+        rows = letterbox_into.source_rows
+        stage = _Stage(key, self.device, lambda frame: letterbox_into(frame, self.input),
+                       rows if len(rows) < key[0] else None)
         if self.use_graphs:
             stage.letterbox.capture(self._stream)
         self._stages[key] = stage
@@ -212,6 +220,10 @@ class TorchPipeline:
 
         if self.resize_on == 'host':
             letterbox(bgr, transform, out=stage.host_array)
+        elif stage.rows is not None:
+            # A row gather (for a C-contiguous frame one copy per row); mode='clip' writes
+            # into `out` without a temporary.
+            np.take(bgr, stage.rows, axis=0, out=stage.host_array, mode='clip')
         elif bgr.flags.writeable and min(bgr.strides) >= 0:
             # torch's CPU copy runs on its intra-op threads, numpy's on one.
             stage.host.copy_(torch.from_numpy(bgr))

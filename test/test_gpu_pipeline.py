@@ -237,6 +237,25 @@ def test_device_resize_equals_numpy_pipeline(tiny_path, device):
 
 
 @pytest.mark.parametrize('device', DEVICES)
+def test_device_resize_uploads_only_the_rows_it_reads(tiny_path, device):
+    """1080p and 4K are exact 1/3 and 1/6 downscales: a third and a sixth of the rows go to
+    the device; 720p (1/2) needs every row. Read-only and flipped frames are gathered alike."""
+    ours, numpy_path = _pair(tiny_path, device, resize_on='device')
+    compare = _assert_equal if device == 'cpu' else _assert_close
+    for hw, uploaded in (((1080, 1920), 360), ((2160, 3840), 720), ((720, 1280), 720)):
+        frame = _sample('astronaut.png', hw)
+        read_only = frame.copy()
+        read_only.flags.writeable = False
+        for image in (frame, read_only, frame[::-1, ::-1]):
+            expected = numpy_path(image)
+            assert len(expected) > 0
+            compare(ours(image), expected)
+        stage = ours.torch_pipeline._stages[hw]
+        assert stage.host.shape == stage.frame.shape == (uploaded, hw[1], 3)
+        assert (stage.rows is None) == (uploaded == hw[0])
+
+
+@pytest.mark.parametrize('device', DEVICES)
 def test_auto_pipeline_is_torch_on_cuda_only(tiny_path, device):
     with HumanDetector(tiny_path, device=device) as detector:
         assert (detector.torch_pipeline is not None) == (device == 'cuda')

@@ -489,9 +489,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             import torch
             report['versions']['driver'] = driver_version()
             report['uploads'] = upload_figures(args)
-            report['gpu'] = [gpu_figures(path, args, pathlib.Path(scratch),
-                                         report['uploads']) for path in torchscripts]
             report['versions']['cuda_device'] = torch.cuda.get_device_name(args.device)
+            report['gpu'] = []
+            for path in torchscripts:
+                report['gpu'].append(gpu_figures(path, args, pathlib.Path(scratch),
+                                                 report['uploads']))
+                # Written after each model: a run cut short keeps what it measured.
+                args.out.write_text(json.dumps(report, indent=1))
     args.out.write_text(json.dumps(report, indent=1))
     return 0
 

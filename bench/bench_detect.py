@@ -34,6 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from bench.seed_pipeline import SeedPipeline, torch_forward  # noqa: E402
 from human_detector_ros import assets  # noqa: E402
 from human_detector_ros.detector import HumanDetector  # noqa: E402
+from human_detector_ros.gpu_pipeline import RowCopy  # noqa: E402
 from human_detector_ros.letterbox import letterbox_transform  # noqa: E402
 from human_detector_ros.letterbox_torch import DeviceLetterbox  # noqa: E402
 
@@ -211,7 +212,7 @@ def replay_and_wait(graph: Any) -> None:
 
 def upload_figures(args: argparse.Namespace) -> Dict[str, Any]:
     """The frame upload alone: the whole frame (torch copy into pinned memory + DMA) and, as
-    the pipeline does it, only the rows its letterbox reads (row gather into pinned memory +
+    the pipeline does it, only the rows its letterbox reads (`RowCopy` into pinned memory +
     DMA; 'rows' holds the figure and the row count).
 
     Also, for comparison only, the whole frame's DMA split in two halves on two streams.
@@ -225,7 +226,7 @@ def upload_figures(args: argparse.Namespace) -> Dict[str, Any]:
         device = torch.empty(frame.shape, dtype=torch.uint8, device=args.device)
         rows = DeviceLetterbox(letterbox_transform(hw, INPUT_HW), 'cpu').source_rows
         pinned_rows = pinned[:len(rows)]
-        rows_array = pinned_rows.numpy()
+        copy_rows = RowCopy(rows if len(rows) < hw[0] else None, pinned_rows)
         streams = [torch.cuda.Stream(args.device) for _ in range(2)]
         halves = (slice(0, hw[0] // 2), slice(hw[0] // 2, hw[0]))
 
@@ -244,7 +245,7 @@ def upload_figures(args: argparse.Namespace) -> Dict[str, Any]:
                 stream.synchronize()
 
         def upload_rows() -> None:
-            np.take(frame, rows, axis=0, out=rows_array, mode='clip')
+            copy_rows(frame)
             with torch.cuda.stream(streams[0]):
                 device[:len(rows)].copy_(pinned_rows, non_blocking=True)
             streams[0].synchronize()

@@ -85,12 +85,64 @@ class _Launch:
         return self.result
 
 
+def regular_rows(rows: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """(first, period, count, run) when the ascending `rows` are exactly first + period * k + j
+    for k < count and j < run (the rows an integer downscale reads), else None."""
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+    lengths = np.diff(starts, append=len(rows))
+    periods = np.diff(rows[starts])
+    if np.any(lengths != lengths[0]) or np.any(periods != periods[:1]):
+        return None
+    run = int(lengths[0])
+    return int(rows[0]), int(periods[0]) if len(periods) else run, len(starts), run
+
+
+class RowCopy:
+    """Copies the rows `rows` (ascending int64; None: all) of HxWx3 uint8 frames into `out`, a
+    (len(rows), W, 3) uint8 CPU tensor.
+
+    Rows of a regular pattern (`regular_rows`) go as one strided view through torch's CPU
+    copy, which runs on its intra-op threads; other row sets through numpy's row gather (one
+    thread), whole frames through torch's copy. Frames torch cannot wrap (read-only, negative
+    strides) go through numpy.
+    """
+
+    def __init__(self, rows: Optional[np.ndarray], out: torch.Tensor) -> None:
+        self.rows = rows
+        self.out = out
+        self.out_array = out.numpy()
+        self.pattern = None if rows is None else regular_rows(rows)
+        if self.pattern is not None:
+            first, period, count, run = self.pattern
+            self.out = out.view((count, run) + tuple(out.shape[1:]))
+
+    def __call__(self, bgr: np.ndarray) -> None:
+        import torch
+
+        wrappable = bgr.flags.writeable and min(bgr.strides) >= 0
+        if self.rows is not None and (self.pattern is None or not wrappable):
+            # For a C-contiguous frame one copy per row; mode='clip' writes into `out` without
+            # a temporary.
+            np.take(bgr, self.rows, axis=0, out=self.out_array, mode='clip')
+        elif not wrappable:
+            np.copyto(self.out_array, bgr)
+        elif self.pattern is None:
+            self.out.copy_(torch.from_numpy(bgr))
+        else:
+            first, period, count, run = self.pattern
+            row = bgr.strides[0]
+            rows = np.lib.stride_tricks.as_strided(
+                bgr[first:], shape=(count, run) + bgr.shape[1:],
+                strides=(period * row, row) + bgr.strides[1:])
+            self.out.copy_(torch.from_numpy(rows))
+
+
 class _Stage:
     """The frame buffers of one source size and the letterbox from them into the network input.
 
     host: the (h, w, 3) uint8 tensor the host writes (pinned on CUDA, the device frame itself
-    on the CPU); host_array: its numpy view. rows: the frame rows it holds when not all of
-    them (ascending int64), else None.
+    on the CPU), or only the frame rows `rows` (ascending int64) when not all are needed;
+    host_array: its numpy view; copy_rows: frame -> host.
     """
 
     def __init__(self, hw: Tuple[int, int], device: torch.device,
@@ -98,12 +150,13 @@ class _Stage:
                  rows: Optional[np.ndarray] = None) -> None:
         import torch
 
-        self.rows = rows
         shape = (len(rows) if rows is not None else hw[0], hw[1], 3)
         self.frame = torch.empty(shape, dtype=torch.uint8, device=device)
         self.host = (torch.empty(shape, dtype=torch.uint8, pin_memory=True)
                      if device.type == 'cuda' else self.frame)
         self.host_array = self.host.numpy()
+        self.rows = rows
+        self.copy_rows = RowCopy(rows, self.host)
         self.letterbox = _Launch(lambda: letterbox_into(self.frame), 'letterbox')
 
 
@@ -216,19 +269,10 @@ class TorchPipeline:
         return (self._marks[last] - self._marks[first]) * 1e3
 
     def _upload(self, stage: _Stage, bgr: np.ndarray, transform: LetterboxTransform) -> None:
-        import torch
-
         if self.resize_on == 'host':
             letterbox(bgr, transform, out=stage.host_array)
-        elif stage.rows is not None:
-            # A row gather (for a C-contiguous frame one copy per row); mode='clip' writes
-            # into `out` without a temporary.
-            np.take(bgr, stage.rows, axis=0, out=stage.host_array, mode='clip')
-        elif bgr.flags.writeable and min(bgr.strides) >= 0:
-            # torch's CPU copy runs on its intra-op threads, numpy's on one.
-            stage.host.copy_(torch.from_numpy(bgr))
         else:
-            np.copyto(stage.host_array, bgr)
+            stage.copy_rows(bgr)
         if stage.host is not stage.frame:
             stage.frame.copy_(stage.host, non_blocking=True)
 

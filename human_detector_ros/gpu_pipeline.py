@@ -1,11 +1,13 @@
 """Whole frames through a torch engine on its own device: GPU-resident on CUDA.
 
 On CUDA, one frame costs one synchronisation: the HxWx3 uint8 BGR frame is copied into a pinned
-host buffer (torch's parallel CPU copy) and uploaded asynchronously; letterbox + BGR->RGB +
-/255 + dtype cast, the engine's forward and a fixed-size NMS run on one stream, each replayed
-as a CUDA graph when capture works (eager otherwise, with the reason logged); one small copy
-brings back the kept rows, and waiting for it is the only host synchronisation. Buffers are
-allocated once (the frame buffers once per source size), so the steady state allocates nothing.
+host buffer (torch's parallel CPU copy; where the resize reads only some source rows, such as
+every third row of a 1080p frame, just those rows) and uploaded asynchronously; letterbox +
+BGR->RGB + /255 + dtype cast, the engine's forward and a fixed-size NMS run on one stream,
+each replayed as a CUDA graph when capture works (eager otherwise, with the reason logged); one
+small copy brings back the kept rows, and waiting for it is the only host synchronisation.
+Buffers are allocated once (the frame buffers once per source size), so the steady state
+allocates nothing.
 
 The fixed-size NMS (`device_nms`) needs no host round trip; when it reports that its result is
 not valid (more candidates than its capacity), that frame falls back to the exact
@@ -83,22 +85,78 @@ class _Launch:
         return self.result
 
 
+def regular_rows(rows: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """(first, period, count, run) when the ascending `rows` are exactly first + period * k + j
+    for k < count and j < run (the rows an integer downscale reads), else None."""
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+    lengths = np.diff(starts, append=len(rows))
+    periods = np.diff(rows[starts])
+    if np.any(lengths != lengths[0]) or np.any(periods != periods[:1]):
+        return None
+    run = int(lengths[0])
+    return int(rows[0]), int(periods[0]) if len(periods) else run, len(starts), run
+
+
+class RowCopy:
+    """Copies the rows `rows` (ascending int64; None: all) of HxWx3 uint8 frames into `out`, a
+    (len(rows), W, 3) uint8 CPU tensor.
+
+    Rows of a regular pattern (`regular_rows`) go as one strided view through torch's CPU
+    copy, which runs on its intra-op threads; other row sets through numpy's row gather (one
+    thread), whole frames through torch's copy. Frames torch cannot wrap (read-only, negative
+    strides) go through numpy.
+    """
+
+    def __init__(self, rows: Optional[np.ndarray], out: torch.Tensor) -> None:
+        self.rows = rows
+        self.out = out
+        self.out_array = out.numpy()
+        self.pattern = None if rows is None else regular_rows(rows)
+        if self.pattern is not None:
+            first, period, count, run = self.pattern
+            self.out = out.view((count, run) + tuple(out.shape[1:]))
+
+    def __call__(self, bgr: np.ndarray) -> None:
+        import torch
+
+        wrappable = bgr.flags.writeable and min(bgr.strides) >= 0
+        if self.rows is not None and (self.pattern is None or not wrappable):
+            # For a C-contiguous frame one copy per row; mode='clip' writes into `out` without
+            # a temporary.
+            np.take(bgr, self.rows, axis=0, out=self.out_array, mode='clip')
+        elif not wrappable:
+            np.copyto(self.out_array, bgr)
+        elif self.pattern is None:
+            self.out.copy_(torch.from_numpy(bgr))
+        else:
+            first, period, count, run = self.pattern
+            row = bgr.strides[0]
+            rows = np.lib.stride_tricks.as_strided(
+                bgr[first:], shape=(count, run) + bgr.shape[1:],
+                strides=(period * row, row) + bgr.strides[1:])
+            self.out.copy_(torch.from_numpy(rows))
+
+
 class _Stage:
     """The frame buffers of one source size and the letterbox from them into the network input.
 
     host: the (h, w, 3) uint8 tensor the host writes (pinned on CUDA, the device frame itself
-    on the CPU); host_array: its numpy view.
+    on the CPU), or only the frame rows `rows` (ascending int64) when not all are needed;
+    host_array: its numpy view; copy_rows: frame -> host.
     """
 
     def __init__(self, hw: Tuple[int, int], device: torch.device,
-                 letterbox_into: Callable[[torch.Tensor], Any]) -> None:
+                 letterbox_into: Callable[[torch.Tensor], Any],
+                 rows: Optional[np.ndarray] = None) -> None:
         import torch
 
-        shape = tuple(hw) + (3,)
+        shape = (len(rows) if rows is not None else hw[0], hw[1], 3)
         self.frame = torch.empty(shape, dtype=torch.uint8, device=device)
         self.host = (torch.empty(shape, dtype=torch.uint8, pin_memory=True)
                      if device.type == 'cuda' else self.frame)
         self.host_array = self.host.numpy()
+        self.rows = rows
+        self.copy_rows = RowCopy(rows, self.host)
         self.letterbox = _Launch(lambda: letterbox_into(self.frame), 'letterbox')
 
 
@@ -107,8 +165,9 @@ class TorchPipeline:
 
     engine: `runs_torch` ([1, 3, H, W] tensor -> named output tensors on its device): a
     TorchScript engine, or a TensorRT engine on torch buffers.
-    resize_on: 'device' (upload the whole frame, letterbox on the device with OpenCV's
-    arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the network-size image);
+    resize_on: 'device' (upload the frame rows the resize reads, letterbox on the device with
+    OpenCV's arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the
+    network-size image);
     both give the numpy path's network input to the bit. use_graphs: capture CUDA graphs
     (default: on CUDA). postprocess: the host decoder for layouts other than RAW (named numpy
     outputs, transform -> Detections).
@@ -188,7 +247,9 @@ class TorchPipeline:
             source = letterbox_transform(transform.dst_hw, transform.dst_hw)
         # The stage's closure holds the letterbox tables: a captured graph reads them.
         letterbox_into = DeviceLetterbox(source, self.device)
-        stage = _Stage(key, self.device, lambda frame: letterbox_into(frame, self.input))
+        rows = letterbox_into.source_rows
+        stage = _Stage(key, self.device, lambda frame: letterbox_into(frame, self.input),
+                       rows if len(rows) < key[0] else None)
         if self.use_graphs:
             stage.letterbox.capture(self._stream)
         self._stages[key] = stage
@@ -208,15 +269,10 @@ class TorchPipeline:
         return (self._marks[last] - self._marks[first]) * 1e3
 
     def _upload(self, stage: _Stage, bgr: np.ndarray, transform: LetterboxTransform) -> None:
-        import torch
-
         if self.resize_on == 'host':
             letterbox(bgr, transform, out=stage.host_array)
-        elif bgr.flags.writeable and min(bgr.strides) >= 0:
-            # torch's CPU copy runs on its intra-op threads, numpy's on one.
-            stage.host.copy_(torch.from_numpy(bgr))
         else:
-            np.copyto(stage.host_array, bgr)
+            stage.copy_rows(bgr)
         if stage.host is not stage.frame:
             stage.frame.copy_(stage.host, non_blocking=True)
 

@@ -18,6 +18,9 @@ against cv2 over many sizes by test/test_torch_paths.py):
 
 `DeviceLetterbox` computes these index and weight tables once per source size and keeps them on
 the device, so each frame is a fixed sequence of static-shape kernels (CUDA-graph capturable).
+It also finds the source rows the resize reads at all (`contributing_rows`): a downscale by an
+integer factor reads only some (1920x1080 -> 640x360: every third row), so a caller can upload
+just those rows (`source_rows`) and the letterbox indexes them directly.
 """
 from __future__ import annotations
 
@@ -65,12 +68,31 @@ def linear_resize_tables(src: int, dst: int, clamp_weights: bool
     return index, _fixed_point(fraction)
 
 
+def contributing_rows(rows: np.ndarray, row_weights: np.ndarray, col_weights: np.ndarray
+                      ) -> np.ndarray:
+    """The source rows a vertical pass reads with effect, ascending (int64).
+
+    rows, row_weights: the vertical tables of `linear_resize_tables`; col_weights: the
+    horizontal weights. A row's term ((horizontal >> 4) * weight) >> 16 is 0 for every pixel
+    value when weight * peak < 2**16, peak being the largest possible horizontal >> 4 (all
+    pixels 255): weight 0, and also 1 or 2 since peak < 2**15. Rows read only with such weights
+    do not change the result and are left out.
+    """
+    peak = (255 * int(col_weights.sum(axis=0).max())) >> 4
+    return np.unique(rows[row_weights.astype(np.int64) * peak >= 1 << 16])
+
+
 class DeviceLetterbox:
     """The letterbox of one source size on one torch device, tables made once.
 
-    Call it with an HxWx3 uint8 BGR tensor (copied to the device if needed) and `out`, the
+    Call it with a uint8 BGR tensor (copied to the device if needed) and `out`, the
     [1, 3, H, W] float32/float16 network input; it writes RGB values / 255 into `out` and
-    returns it. ValueError when the shapes do not match `transform`.
+    returns it. The tensor is either the whole HxWx3 frame or just its rows `source_rows`
+    (frame[source_rows], (len(source_rows), W, 3)), all the letterbox reads; ValueError when
+    the shapes do not match `transform`.
+
+    source_rows: (n,) int64 numpy, ascending: the source rows the resize reads with effect
+    (`contributing_rows`); all H rows when there is no resize.
     """
 
     def __init__(self, transform: LetterboxTransform, device: torch.device) -> None:
@@ -81,18 +103,25 @@ class DeviceLetterbox:
         src_h, src_w = transform.src_hw
         dst_h, dst_w = transform.resized_hw
         self.resized = transform.resized_hw != transform.src_hw
+        self.source_rows = np.arange(src_h, dtype=np.int64)
         if self.resized:
             cols, col_weights = linear_resize_tables(src_w, dst_w, clamp_weights=True)
             rows, row_weights = linear_resize_tables(src_h, dst_h, clamp_weights=False)
+            self.source_rows = contributing_rows(rows, row_weights, col_weights)
+            # Rows as positions in source_rows; a row left out has no effect (see
+            # contributing_rows), so any valid position will do for it.
+            rows = np.minimum(np.searchsorted(self.source_rows, rows), len(self.source_rows) - 1)
             # Pixel index (row * w + col) of both source rows x both source columns of every
             # output pixel: one gather per frame.
             pixels = rows.reshape(-1)[:, None] * src_w + cols.reshape(-1)[None, :]
             self.pixels = torch.from_numpy(pixels.reshape(-1).astype(np.int32)).to(self.device)
             self.col_weights = torch.from_numpy(col_weights[None, :, :, None]).to(self.device)
             self.row_weights = torch.from_numpy(row_weights[:, :, None, None]).to(self.device)
+        self._source_rows = torch.from_numpy(self.source_rows).to(self.device)
 
     def resize(self, bgr: torch.Tensor) -> torch.Tensor:
-        """HxWx3 uint8 tensor on the device -> (h, w, 3) int32 cv2 INTER_LINEAR result."""
+        """(len(source_rows), W, 3) uint8 tensor on the device, the frame's rows source_rows
+        -> (h, w, 3) int32, the frame's cv2 INTER_LINEAR resize."""
         import torch
 
         dst_h, dst_w = self.transform.resized_hw
@@ -109,14 +138,17 @@ class DeviceLetterbox:
 
         transform = self.transform
         dst_h, dst_w = transform.dst_hw
-        if tuple(bgr.shape) != transform.src_hw + (3,):
+        rows_shape = (len(self.source_rows), transform.src_hw[1], 3)
+        if tuple(bgr.shape) not in (transform.src_hw + (3,), rows_shape):
             raise ValueError(f'image of shape {tuple(bgr.shape)} does not match the letterbox '
-                             f'source {transform.src_hw} x 3')
+                             f'source {transform.src_hw} x 3 or its rows {rows_shape}')
         if tuple(out.shape) != (1, 3, dst_h, dst_w):
             raise ValueError(f'out must be [1, 3, {dst_h}, {dst_w}], got {list(out.shape)}')
         top, left = transform.pad_top, transform.pad_left
         resized_h, resized_w = transform.resized_hw
         bgr = bgr.to(self.device, non_blocking=True)
+        if tuple(bgr.shape) != rows_shape:
+            bgr = bgr.index_select(0, self._source_rows)
         interior = out[0, :, top:top + resized_h, left:left + resized_w]
         out.fill_(PAD_VALUE)
         image = self.resize(bgr) if self.resized else bgr

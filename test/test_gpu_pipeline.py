@@ -26,7 +26,8 @@ from human_detector_ros.postprocess import NmsConfig, OutputLayout
 torch = pytest.importorskip('torch')
 from torch import nn  # noqa: E402
 
-from human_detector_ros.gpu_pipeline import KEPT_SOURCE_SIZES, TorchPipeline  # noqa: E402
+from human_detector_ros.gpu_pipeline import (  # noqa: E402
+    KEPT_SOURCE_SIZES, regular_rows, RowCopy, TorchPipeline)
 
 pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*deprecated:DeprecationWarning')
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -216,6 +217,51 @@ def test_device_resize_equals_numpy_pipeline(tiny_path, device):
         expected = numpy_path(frame)
         assert len(expected) > 0
         compare(ours(frame), expected)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_device_resize_uploads_only_the_rows_it_reads(tiny_path, device):
+    """1080p and 4K are exact 1/3 and 1/6 downscales: a third and a sixth of the rows go to
+    the device; 720p (1/2) needs every row. Read-only and flipped frames are gathered alike."""
+    ours, numpy_path = _pair(tiny_path, device, resize_on='device')
+    compare = _assert_equal if device == 'cpu' else _assert_close
+    for hw, uploaded in (((1080, 1920), 360), ((2160, 3840), 720), ((720, 1280), 720)):
+        frame = _sample('astronaut.png', hw)
+        read_only = frame.copy()
+        read_only.flags.writeable = False
+        for image in (frame, read_only, frame[::-1, ::-1]):
+            expected = numpy_path(image)
+            assert len(expected) > 0
+            compare(ours(image), expected)
+        stage = ours.torch_pipeline._stages[hw]
+        assert stage.host.shape == stage.frame.shape == (uploaded, hw[1], 3)
+        assert (stage.rows is None) == (uploaded == hw[0])
+
+
+# (rows, pattern): 1080p and 4K letterboxes, one run, irregular sets, all rows.
+ROW_SETS = [(np.arange(1, 1080, 3), (1, 3, 360, 1)),
+            (np.sort(np.r_[2:1080:6, 3:1080:6]), (2, 6, 180, 2)),
+            (np.arange(4, 9), (4, 5, 1, 5)), (np.array([7]), (7, 1, 1, 1)),
+            (np.array([0, 1, 2, 4, 5, 6, 9]), None), (np.array([0, 1, 4, 5, 8]), None),
+            (np.array([0, 3, 6, 10]), None), (None, None)]
+
+
+@pytest.mark.parametrize('rows, pattern', ROW_SETS)
+def test_row_copy_equals_numpy_indexing(rows, pattern):
+    if rows is not None:
+        assert regular_rows(rows) == pattern
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (1080, 1930, 3), dtype=np.uint8)
+    frame = np.ascontiguousarray(wide[:, :1920])
+    read_only = frame.copy()
+    read_only.flags.writeable = False
+    out = torch.full((1080 if rows is None else len(rows), 1920, 3), 7, dtype=torch.uint8)
+    copy_rows = RowCopy(rows, out)
+    # C-contiguous, read-only, flipped (negative strides), a column slice (strided rows).
+    for image in (frame, read_only, frame[::-1, ::-1], wide[:, 5:1925]):
+        out.fill_(7)
+        copy_rows(image)
+        np.testing.assert_array_equal(out.numpy(), image if rows is None else image[rows])
 
 
 @pytest.mark.parametrize('device', DEVICES)

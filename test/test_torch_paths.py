@@ -66,7 +66,7 @@ def test_torch_resize_equals_opencv_bytes(src_hw, dst_hw):
     bgr = rng.integers(0, 256, src_hw + (3,), dtype=np.uint8)
     expected = cv2.resize(bgr, dst_hw[::-1], interpolation=cv2.INTER_LINEAR)
     resize = letterbox_torch.DeviceLetterbox(_resize_transform(src_hw, dst_hw), 'cpu')
-    ours = resize.resize(torch.from_numpy(bgr))
+    ours = resize.resize(torch.from_numpy(bgr[resize.source_rows]))
     assert ours.dtype == torch.int32
     np.testing.assert_array_equal(ours.numpy(), expected, err_msg=f'seed {seed}')
 
@@ -79,7 +79,8 @@ def test_torch_resize_equals_opencv_bytes_at_random_sizes():
         bgr = rng.integers(0, 256, src_hw + (3,), dtype=np.uint8)
         expected = cv2.resize(bgr, dst_hw[::-1], interpolation=cv2.INTER_LINEAR)
         resize = letterbox_torch.DeviceLetterbox(_resize_transform(src_hw, dst_hw), 'cpu')
-        np.testing.assert_array_equal(resize.resize(torch.from_numpy(bgr)).numpy(), expected,
+        ours = resize.resize(torch.from_numpy(bgr[resize.source_rows]))
+        np.testing.assert_array_equal(ours.numpy(), expected,
                                       err_msg=f'seed {seed}: {src_hw} -> {dst_hw}')
 
 
@@ -98,6 +99,65 @@ def test_torch_letterbox_equals_numpy_letterbox_bytes(device, dtype, hw):
     again = letterbox_torch.letterbox_to_input(torch.from_numpy(bgr).to(device), transform,
                                                torch.empty_like(out))
     assert torch.equal(again, out)
+    rows = torch.from_numpy(bgr[letterbox.source_rows])
+    assert torch.equal(letterbox(rows, torch.empty_like(out)), out)
+
+
+# Letterbox source sizes: integer downscales (1/3, 1/6, 1/2 reads every row), sizes with rows
+# read only with weights 1 or 2 (813x1280), other odd and upscaled ones.
+ROW_SIZES = [(1080, 1920), (2160, 3840), (720, 1280), (813, 1280), (1200, 1920), (1999, 601),
+             (333, 999), (23, 17), (1281, 719), (3000, 1)]
+
+
+def _output_rows_reading(transform):
+    """(src_h,) list: the letterbox output rows whose resize reads each source row."""
+    rows, _ = letterbox_torch.linear_resize_tables(transform.src_hw[0],
+                                                   transform.resized_hw[0], clamp_weights=False)
+    reading = [[] for _ in range(transform.src_hw[0])]
+    for output_row, pair in enumerate(rows.T):
+        for row in set(pair.tolist()):
+            reading[row].append(output_row + transform.pad_top)
+    return reading
+
+
+@pytest.mark.parametrize('hw', ROW_SIZES)
+def test_source_rows_are_exactly_the_rows_opencv_needs(hw):
+    """Rows left out of source_rows never change cv2's letterbox; each kept row changes it
+    for some content."""
+    rng, seed = _fresh_rng()
+    transform = letterbox_transform(hw, INPUT_HW)
+    rows = letterbox_torch.DeviceLetterbox(transform, 'cpu').source_rows
+    assert np.all(np.diff(rows) > 0) and 0 <= rows[0] and rows[-1] < hw[0]
+    left_out = np.setdiff1d(np.arange(hw[0]), rows)
+    bgr = rng.integers(0, 256, hw + (3,), dtype=np.uint8)
+    changed = bgr.copy()
+    changed[left_out] = rng.integers(0, 256, changed[left_out].shape, dtype=np.uint8)
+    np.testing.assert_array_equal(np_letterbox.letterbox(changed, transform),
+                                  np_letterbox.letterbox(bgr, transform), err_msg=f'seed {seed}')
+    # An output row reads source rows sy and sy + 1: two rows of one parity never meet in it,
+    # so changing all kept rows of one parity at once shows each one's effect separately.
+    reading = _output_rows_reading(transform)
+    for parity in (0, 1):
+        kept = rows[rows % 2 == parity]
+        unseen = set(kept.tolist())
+        for _ in range(4):
+            low = rng.integers(0, 256, hw + (3,), dtype=np.uint8)
+            low[kept] = 0
+            high = low.copy()
+            high[kept] = 255
+            differs = np.any(np_letterbox.letterbox(low, transform)
+                             != np_letterbox.letterbox(high, transform), axis=(1, 2))
+            unseen = {row for row in unseen if not differs[reading[row]].any()}
+        assert not unseen, f'seed {seed}: rows {sorted(unseen)[:10]} never change the output'
+
+
+@pytest.mark.parametrize('hw, count', [((1080, 1920), 360), ((2160, 3840), 720),
+                                       ((720, 1280), 720), ((640, 640), 640)])
+def test_integer_downscales_read_fewer_rows(hw, count):
+    rows = letterbox_torch.DeviceLetterbox(letterbox_transform(hw, INPUT_HW), 'cpu').source_rows
+    assert len(rows) == count
+    if hw == (1080, 1920):  # an exact 1/3: output row d sits on source row 3 d + 1
+        np.testing.assert_array_equal(rows, np.arange(1, 1080, 3))
 
 
 @CUDA
@@ -109,10 +169,12 @@ def test_cuda_letterbox_bytes_equal_opencv():
         transform = letterbox_transform(hw, INPUT_HW)
         out = torch.empty((1, 3) + INPUT_HW, device='cuda')
         letterbox = letterbox_torch.DeviceLetterbox(transform, torch.device('cuda'))
-        letterbox(torch.from_numpy(bgr).cuda(), out)
-        ours = (out[0] * 255).round().to(torch.uint8).flip(0).permute(1, 2, 0).cpu().numpy()
-        np.testing.assert_array_equal(ours, np_letterbox.letterbox(bgr, transform),
-                                      err_msg=f'seed {seed}: {hw}')
+        for frame in (bgr, bgr[letterbox.source_rows]):  # the whole frame, or only its rows
+            out.fill_(-1)
+            letterbox(torch.from_numpy(frame).cuda(), out)
+            ours = (out[0] * 255).round().to(torch.uint8).flip(0).permute(1, 2, 0).cpu().numpy()
+            np.testing.assert_array_equal(ours, np_letterbox.letterbox(bgr, transform),
+                                          err_msg=f'seed {seed}: {hw}')
 
 
 def test_torch_letterbox_rejects_mismatched_shapes():
@@ -123,6 +185,9 @@ def test_torch_letterbox_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         letterbox_torch.letterbox_to_input(torch.zeros((300, 500, 3), dtype=torch.uint8),
                                            transform, torch.empty((1, 3, 320, 320)))
+    letterbox = letterbox_torch.DeviceLetterbox(letterbox_transform((1080, 1920), INPUT_HW), 'cpu')
+    with pytest.raises(ValueError):
+        letterbox(torch.zeros((361, 1920, 3), dtype=torch.uint8), torch.empty((1, 3) + INPUT_HW))
 
 
 def _random_boxes(rng, count, spread=400.0):

@@ -19,13 +19,18 @@ from typing import Deque, Optional
 
 import numpy as np
 
+from human_detector_ros.errors import HumanDetectorError
+
 try:
     from cjm_byte_track.basetrack import BaseTrack
     from cjm_byte_track.core import BYTETracker
     from cjm_byte_track.matching import box_iou_batch, linear_assignment
 except ImportError as error:
-    raise ImportError(f'{error}: tracking needs the cjm-byte-track package; install it with '
-                      '"pip install cjm-byte-track==0.0.6"') from error
+    LIBRARY_MISSING: Optional[str] = (
+        f'tracking needs the cjm-byte-track package, which does not import ({error}); '
+        'install it with "pip install cjm-byte-track==0.0.6"')
+else:
+    LIBRARY_MISSING = None
 
 NO_ID = 0
 """The id of a box whose track is not confirmed yet (seen in one frame only)."""
@@ -69,12 +74,19 @@ class TrackerConfig:
             raise ValueError(f'lost_track_s must be > 0, got {self.lost_track_s}')
 
 
+class TrackingUnavailableError(HumanDetectorError):
+    """The tracking library is not installed."""
+
+
 class PersonTracker:
     """ByteTrack over one camera's frames. Several may live in one process (one per camera),
     but only one thread may call them at a time: the library counts ids in a class attribute,
     which each tracker swaps in and out around its update."""
 
     def __init__(self, config: Optional[TrackerConfig] = None) -> None:
+        """Raises TrackingUnavailableError when cjm-byte-track does not import."""
+        if LIBRARY_MISSING:
+            raise TrackingUnavailableError(LIBRARY_MISSING)
         self.config = config or TrackerConfig()
         self.resets = 0
         """How often a time jump reset the tracker."""

@@ -19,7 +19,7 @@ from human_detector_ros.ros.detection_client import DetectionClient
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.ros.paths import installed_executable
 from human_detector_ros.image_conversion import read_bgr
-from ros_harness import detector_command
+from ros_harness import detector_command, ros2_param_set
 
 STARTUP_S = 60.0
 
@@ -170,3 +170,40 @@ def test_incompatible_camera_qos_is_logged_with_the_fix(rclpy_context, start_pro
         client.destroy_publisher(camera)
         client.destroy_node()
     assert 'qos_overrides./strict/image.subscription.reliability' in node.output()
+
+
+@pytest.fixture
+def without_tracking_library(tmp_path) -> dict:
+    """Environment in which `import cjm_byte_track` fails, as on a robot that lacks it."""
+    blocked = tmp_path / 'blocked' / 'cjm_byte_track'
+    blocked.mkdir(parents=True)
+    (blocked / '__init__.py').write_text("raise ImportError('not installed (test)')\n")
+    return {'PYTHONPATH': str(blocked.parent)}
+
+
+def test_tracking_without_its_library_ends_with_the_fix(start_process,
+                                                        without_tracking_library):
+    node = start_process(detector_command(), 'node', env=without_tracking_library)
+    assert node.process.wait(timeout=STARTUP_S) == 1
+    output = node.output()
+    assert 'pip install cjm-byte-track' in output and 'tracking:=false' in output
+    assert 'Traceback' not in output
+
+
+def test_without_tracking_library_the_node_runs_with_tracking_off(
+        rclpy_context, start_process, without_tracking_library):
+    node = start_process(detector_command('-p', 'tracking:=false'), 'node',
+                         env=without_tracking_library)
+    client = DetectionClient('tracking_off_client')
+    try:
+        assert client.wait_for_detector(STARTUP_S)
+        frame = read_bgr(str(sample_image_path('camera.png')))
+        answer = client.detect(frame, timeout_s=STARTUP_S)
+        assert answer is not None
+        detections = answer[1].detections
+        assert len(detections) == 1 and detections[0].id == ''
+        result = ros2_param_set(client, '/human_detector', 'tracking', 'true')
+        assert not result.successful and 'cjm-byte-track' in result.reason
+    finally:
+        client.destroy_node()
+    assert node.stop() == 0

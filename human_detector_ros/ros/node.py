@@ -38,7 +38,8 @@ from human_detector_ros.ros.entry import run_node
 from human_detector_ros.ros.log_bridge import forward_core_logs
 from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
-from human_detector_ros.tracking import NO_ID, PersonTracker, TrackerConfig
+from human_detector_ros.tracking import (
+    LIBRARY_MISSING, NO_ID, PersonTracker, TrackerConfig, TrackingUnavailableError)
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
@@ -80,7 +81,7 @@ class HumanDetectorNode(Node):
         self._detector.config = self._nms_config(self._values)
         self.health = PipelineHealth(no_image_warn_s=self._values['no_image_warn_s'])
         # Tracking and depth: the pipeline thread alone uses them.
-        self._tracker = PersonTracker(self._tracker_config(self._values))
+        self._tracker = self._make_tracker()
         self._new_tracker_config: Optional[TrackerConfig] = None
         self._depth = DepthInput(self, self._values['depth_sync_tolerance_s']) \
             if self._values['depth'] else None
@@ -152,6 +153,18 @@ class HumanDetectorNode(Node):
             max_det=values['max_det'], classes=tuple(values['classes'] or ()) or None,
             agnostic=values['agnostic_nms'])
 
+    def _make_tracker(self) -> Optional[PersonTracker]:
+        """The tracker; None when its library is missing and `tracking` is off (it then cannot
+        be switched on live)."""
+        try:
+            return PersonTracker(self._tracker_config(self._values))
+        except TrackingUnavailableError as error:
+            if self._values['tracking']:
+                raise InvalidParameterError(
+                    f'parameter tracking is true, but {error}; or start the node with '
+                    '-p tracking:=false.') from error
+            return None
+
     @staticmethod
     def _tracker_config(values: Dict[str, Any]) -> TrackerConfig:
         return TrackerConfig(track_threshold=values['tracking_threshold'],
@@ -178,6 +191,8 @@ class HumanDetectorNode(Node):
             if problem:
                 return SetParametersResult(successful=False,
                                            reason=f'{parameter.name}: {problem}')
+            if parameter.name == 'tracking' and parameter.value and self._tracker is None:
+                return SetParametersResult(successful=False, reason=f'tracking: {LIBRARY_MISSING}')
             updates[parameter.name] = parameter.value
         if updates:
             self._values.update(updates)
@@ -259,9 +274,9 @@ class HumanDetectorNode(Node):
         confirmed. Unset stamps (0) give the tracker no time."""
         with self._pending_ready:
             config, self._new_tracker_config = self._new_tracker_config, None
-        if config is not None:
+        if config is not None and self._tracker is not None:
             self._tracker.reconfigure(config)
-        if not self._values['tracking']:
+        if not self._values['tracking'] or self._tracker is None:
             return [''] * len(detections)
         stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9
         ids = self._tracker.update(detections.boxes, detections.scores, stamp_s or None)
@@ -280,7 +295,8 @@ class HumanDetectorNode(Node):
         engine = self._detector.engine
         extra = {'backend': engine.backend, 'device': engine.device,
                  'engine': str(engine.model_path),
-                 'tracker restarts (time jumps)': str(self._tracker.resets)}
+                 'tracker restarts (time jumps)':
+                     str(self._tracker.resets) if self._tracker else 'n/a (no tracker)'}
         if self._depth is not None:
             extra.update(self._depth.diagnostics())
         report = self.health.report(extra=extra)

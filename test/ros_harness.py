@@ -6,14 +6,16 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetParametersResult
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
+from rclpy.parameter import parameter_dict_from_yaml_file, parameter_value_to_python
+from rclpy.parameter_client import AsyncParameterClient
 
 from human_detector_ros.ros.paths import installed_config, installed_executable
 
@@ -114,6 +116,55 @@ def ros2_param_set(node: Node, target: str, name: str, text: str,
         node.destroy_client(client)
 
 
+def ros2_param_get(node: Node, target: str, name: str, timeout_s: float = 10.0) -> Any:
+    """The value of parameter NAME of TARGET as `ros2 param get TARGET NAME` reads it."""
+    client = node.create_client(GetParameters, f'{target}/get_parameters')
+    try:
+        assert client.wait_for_service(timeout_sec=timeout_s), f'{target} has no parameters'
+        future = client.call_async(GetParameters.Request(names=[name]))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+        assert future.done(), f'get_parameters of {target} did not answer'
+        return parameter_value_to_python(future.result().values[0])
+    finally:
+        node.destroy_client(client)
+
+
+def _result(node: Node, future: Any, timeout_s: float) -> Any:
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+    assert future.done(), 'a parameter service did not answer'
+    return future.result()
+
+
+def ros2_param_dump(node: Node, target: str, timeout_s: float = 10.0) -> str:
+    """What `ros2 param dump TARGET` prints (ros2param's DumpVerb: list and get through
+    rclpy's AsyncParameterClient, nest names on '.', yaml.dump in block style under the
+    node's full name; unset values are null)."""
+    client = AsyncParameterClient(node, target)
+    assert client.wait_for_services(timeout_sec=timeout_s), f'{target} has no parameters'
+    names = sorted(_result(node, client.list_parameters(), timeout_s).result.names)
+    values = _result(node, client.get_parameters(names), timeout_s).values
+    parameters: Dict[str, Any] = {}
+    for name, value in zip(names, values):
+        *groups, leaf = name.split('.')
+        level = parameters
+        for group in groups:
+            level = level.setdefault(group, {})
+        level[leaf] = parameter_value_to_python(value)
+    return yaml.dump({target: {'ros__parameters': parameters}}, default_flow_style=False) + '\n'
+
+
+def ros2_param_load(node: Node, target: str, path: Path, timeout_s: float = 10.0
+                    ) -> Dict[str, SetParametersResult]:
+    """`ros2 param load TARGET PATH`: rclpy's AsyncParameterClient.load_parameter_file, as
+    ros2param calls it; returns each parameter's result by name."""
+    client = AsyncParameterClient(node, target)
+    assert client.wait_for_services(timeout_sec=timeout_s), f'{target} has no parameters'
+    response = _result(node, client.load_parameter_file(str(path)), timeout_s)
+    names = list(parameter_dict_from_yaml_file(str(path), target_nodes=[target]))
+    assert len(names) == len(response.results)
+    return dict(zip(names, response.results))
+
+
 def detector_command(*arguments: str) -> List[str]:
     """The human_detector node as `ros2 run` starts it, with the installed params file."""
     return [installed_executable('human_detector'), '--ros-args',
@@ -169,7 +220,7 @@ class DiagnosticsMonitor:
             rclpy.spin_once(self.node, timeout_sec=0.05)
         return None
 
-    def settled_counts(self, received: Optional[int] = None, timeout_s: float = 10.0
+    def settled_counts(self, received: Optional[int] = None, timeout_s: float = 60.0
                        ) -> Dict[str, int]:
         """Spin until a status says `received` frames (any number if None) came in and each
         has an outcome; return its counts (the last ones seen on timeout). With None, only

@@ -7,13 +7,11 @@ parameter calls and publishing diagnostics.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -27,12 +25,11 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from human_detector_ros.annotate import draw_detections
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.errors import HumanDetectorError, InvalidImageError, InvalidParameterError
+from human_detector_ros.errors import HumanDetectorError, InvalidImageError
 from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
-from human_detector_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME
+from human_detector_ros.ros.parameters import declare_parameters, PARAMETERS_BY_NAME
 from human_detector_ros.postprocess import NmsConfig
-from human_detector_ros.ros.entry import run_node
 from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
 
@@ -65,7 +62,7 @@ class HumanDetectorNode(Node):
         self._stopping = False
         self._worker: Optional[threading.Thread] = None
         self._detector: Optional[HumanDetector] = None
-        self._values = self._declare_parameters()
+        self._values = declare_parameters(self)
         self._detector = HumanDetector(
             model_path=self._values['engine_path'] or None,
             backend=self._values['backend'], device=self._values['device'])
@@ -96,21 +93,6 @@ class HumanDetectorNode(Node):
             f'{engine.backend} on {engine.device}: {engine.model_path}; '
             f'listening on {self._image_sub.topic_name}')
 
-    def _declare_parameters(self) -> Dict[str, Any]:
-        values = {}
-        for spec in PARAMETERS:
-            try:
-                value = self.declare_parameter(spec.name, spec.default, spec.descriptor()).value
-            except ParameterException as error:
-                raise InvalidParameterError(f'parameter {spec.name}: {error}') from error
-            problem = spec.problem(value)
-            if problem:
-                raise InvalidParameterError(
-                    f'parameter {spec.name} = {value!r}: {problem}. Fix it in the params '
-                    'file or on the command line (-p name:=value).')
-            values[spec.name] = value
-        return values
-
     @staticmethod
     def _nms_config(values: Dict[str, Any]) -> NmsConfig:
         return NmsConfig(
@@ -138,7 +120,7 @@ class HumanDetectorNode(Node):
             if problem:
                 return SetParametersResult(successful=False,
                                            reason=f'{parameter.name}: {problem}')
-            updates[parameter.name] = parameter.value
+            updates[parameter.name] = spec.value_of(parameter.value)
         if updates:
             self._values.update(updates)
             self._detector.config = self._nms_config(self._values)
@@ -257,12 +239,3 @@ class HumanDetectorNode(Node):
         elif self._detector is not None:
             self._detector.close()
         super().destroy_node()
-
-
-def main(args: Optional[List[str]] = None) -> int:
-    """Entry point of `ros2 run human_detector_ros human_detector`; returns the exit code."""
-    return run_node(HumanDetectorNode, 'human_detector', args)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

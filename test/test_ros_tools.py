@@ -8,6 +8,7 @@ value guessing for `ros2 param set`).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -122,9 +123,26 @@ def test_an_integer_out_of_range_for_a_double_is_refused_at_start(start_process,
     assert 'Traceback' not in node.output()
 
 
-def test_where_rclpy_has_no_pre_set_callbacks_an_integer_is_refused_with_the_fix():
-    # Humble: the on-set callback sees the integer and refuses it with this reason.
-    spec = PARAMETERS_BY_NAME['conf_threshold']
-    assert spec.problem(1) == 'is a floating-point number: write 1.0'
-    assert spec.problem('high') and spec.problem(True)
-    assert spec.problem(0.7) is None
+# The node under an rclpy without pre-set parameter callbacks, as Humble's rclpy is.
+WITHOUT_PRE_SET_CALLBACKS = """
+import sys
+import rclpy.node
+del rclpy.node.Node.add_pre_set_parameters_callback
+from human_detector_ros.ros.entry import human_detector
+sys.exit(human_detector())
+"""
+
+
+def test_without_pre_set_callbacks_an_integer_for_a_double_is_refused_with_the_fix(
+        tool, start_process, tiny_model):
+    node = start_process([sys.executable, '-c', WITHOUT_PRE_SET_CALLBACKS, '--ros-args',
+                          '-r', f'__node:={NAME}', '-p', f'engine_path:={tiny_model}',
+                          '-p', 'no_image_warn_s:=5'], 'node')
+    assert node.wait_for_output(str(tiny_model), STARTUP_S), node.output()
+    assert ros2_param_get(tool, TARGET, 'no_image_warn_s') == 5.0
+    refused = ros2_param_set(tool, TARGET, 'conf_threshold', '1')
+    assert not refused.successful
+    assert refused.reason == 'conf_threshold: is a floating-point number: write 1.0'
+    assert ros2_param_set(tool, TARGET, 'conf_threshold', '1.0').successful
+    value = ros2_param_get(tool, TARGET, 'conf_threshold')
+    assert isinstance(value, float) and value == 1.0

@@ -5,7 +5,7 @@ look like `yolo predict` output.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Tuple, TYPE_CHECKING
+from typing import List, Mapping, Optional, Sequence, Tuple, TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -37,14 +37,15 @@ def line_width(shape: Sequence[int]) -> int:
     return max(round(sum(shape) / 2 * 0.003), 2)
 
 
-def draw_detections(bgr: np.ndarray, detections: Detections,
-                    names: Mapping[int, str]) -> np.ndarray:
+def draw_detections(bgr: np.ndarray, detections: Detections, names: Mapping[int, str],
+                    extra_labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Return a copy of `bgr` (HxWx3 uint8) with each detection drawn; `bgr` is not modified.
 
     `detections` needs boxes (N, 4) xyxy in pixels of `bgr`, scores (N,) and class_ids (N,).
     Boxes are rounded to whole pixels and clipped to the image; a class id missing from `names`
-    is labelled with its number. Labels sit above the box, or inside it when there is no room,
-    and are moved to stay inside the image.
+    is labelled with its number. `extra_labels`, one string per detection (e.g. track id and
+    distance), is appended to the label when not empty. Labels sit above the box, or inside it
+    when there is no room, and are moved to stay inside the image.
     """
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(f'expected an HxWx3 uint8 BGR image, got {bgr.shape} {bgr.dtype}')
@@ -56,14 +57,26 @@ def draw_detections(bgr: np.ndarray, detections: Detections,
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height - 1)
     scores = np.asarray(detections.scores, dtype=np.float64).reshape(-1)
     class_ids = np.asarray(detections.class_ids, dtype=np.int64).reshape(-1)
-    for box, score, class_id in zip(boxes.astype(np.int64).tolist(), scores.tolist(),
-                                    class_ids.tolist()):
+    extras = list(extra_labels) if extra_labels is not None else [''] * len(scores)
+    for box, score, class_id, extra in zip(boxes.astype(np.int64).tolist(), scores.tolist(),
+                                           class_ids.tolist(), extras):
         x1, y1, x2, y2 = box
         color = class_color(class_id)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
         label = f'{names.get(class_id, str(class_id))} {score:.2f}'
+        if extra:
+            label += f' {extra}'
         _draw_label(out, label, (x1, y1), color, thickness)
     return out
+
+
+def track_labels(ids: Sequence[str], distances_m: Sequence[Optional[float]]) -> List[str]:
+    """`extra_labels` for tracked people: `#id` and the distance, e.g. `#3 2.41m`; either
+    part is left out when the id is empty or the distance None."""
+    return [' '.join(part for part in (f'#{track_id}' if track_id else '',
+                                       f'{distance:.2f}m' if distance is not None else '')
+                     if part)
+            for track_id, distance in zip(ids, distances_m)]
 
 
 def _draw_label(image: np.ndarray, label: str, corner: Tuple[int, int], color: Color,

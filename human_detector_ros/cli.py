@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from human_detector_ros.annotate import draw_detections
 from human_detector_ros.detector import HumanDetector
+from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError, ModelLoadError
 from human_detector_ros.image_conversion import read_bgr
 from human_detector_ros.postprocess import Detections
@@ -148,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--backend', default='auto',
                         choices=('auto', 'onnxruntime', 'tensorrt', 'torchscript'))
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--tensorrt-precision', default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help='precision of the TensorRT engine built from an .onnx --model with '
+                             '--backend tensorrt (cached for later runs; default: %(default)s)')
     parser.add_argument('--conf', type=float, default=0.5, help='confidence threshold')
     parser.add_argument('--iou', type=float, default=0.45, help='NMS IoU threshold')
     parser.add_argument('--max-det', type=int, default=300, help='most detections per image')
@@ -163,11 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; 0 on success, 1 if some input could not be read, 2 on bad arguments."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    # Progress of a TensorRT engine build from ONNX (minutes on a Jetson) goes to stderr.
+    core_log = logging.getLogger('human_detector_ros')
+    handler, level = logging.StreamHandler(), core_log.level
+    core_log.addHandler(handler)
+    core_log.setLevel(logging.INFO)
+    try:
+        return _run(args)
+    finally:
+        core_log.removeHandler(handler)
+        core_log.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         files = collect_inputs(args.inputs)
         detector = HumanDetector(args.model, backend=args.backend, device=args.device,
+                                 tensorrt_precision=args.tensorrt_precision,
                                  conf_threshold=args.conf, iou_threshold=args.iou,
                                  max_det=args.max_det, classes=args.classes,
                                  agnostic_nms=args.agnostic_nms)

@@ -55,13 +55,17 @@ class HumanDetector:
     TorchScript engine) or 'auto' (torch when the engine runs torch on CUDA). resize_on: where
     the torch pipeline letterboxes, 'device' or 'host' (see TorchPipeline). The stage methods
     `preprocess`, `infer` and `postprocess` are the numpy pipeline's, whichever `__call__` uses.
+    tensorrt_precision, tensorrt_cache_dir: for an ONNX model with backend 'tensorrt', which
+    is built into a cached TensorRT engine (see `load_engine`).
     """
 
     def __init__(self, model_path: Union[str, pathlib.Path, None] = None, backend: str = 'auto',
                  device: str = 'auto', conf_threshold: float = 0.5,
                  iou_threshold: float = 0.45, max_det: int = 300,
                  classes: Optional[Sequence[int]] = None, agnostic_nms: bool = False,
-                 pipeline: str = 'auto', resize_on: str = 'device') -> None:
+                 pipeline: str = 'auto', resize_on: str = 'device',
+                 tensorrt_precision: str = 'fp16',
+                 tensorrt_cache_dir: Union[str, pathlib.Path, None] = None) -> None:
         if model_path is None:
             model_path = default_model_path()
         if pipeline not in PIPELINES:
@@ -70,7 +74,9 @@ class HumanDetector:
                                 max_det=max_det,
                                 classes=None if classes is None else tuple(classes),
                                 agnostic=agnostic_nms)
-        self.engine = load_engine(pathlib.Path(model_path), backend=backend, device=device)
+        self.engine = load_engine(pathlib.Path(model_path), backend=backend, device=device,
+                                  tensorrt_precision=tensorrt_precision,
+                                  tensorrt_cache_dir=tensorrt_cache_dir)
         try:
             self.layout = resolve_layout(self.engine.outputs)
             self.torch_pipeline = self._make_torch_pipeline(pipeline, resize_on)

@@ -1,6 +1,7 @@
 """Start the human_detector node: `ros2 launch human_detector_ros detect.launch.py`.
 
-Arguments: image (input topic), engine_path (model file; empty = the params file's value),
+Arguments: image (input topic), depth_image and camera_info (depth input topics, used with
+the `depth` parameter), engine_path (model file; empty = the params file's value),
 params_file (default: the installed config/human_detector.yaml; must exist), namespace and
 name (one launch per camera: several cameras on one robot), use_sim_time, log_level. Every
 other setting is a node parameter: put it in a params file or change it live with
@@ -44,7 +45,8 @@ def detector_node(context, *args, **kwargs):
     return [Node(
         package=PACKAGE, executable='human_detector', name=argument('name'),
         namespace=argument('namespace'), output='screen', parameters=parameters,
-        remappings=[('image', argument('image'))], ros_arguments=['--log-level', log_level],
+        remappings=[(topic, argument(topic)) for topic in ('image', 'depth_image', 'camera_info')],
+        ros_arguments=['--log-level', log_level],
         additional_env=large_image_environment())]
 
 
@@ -53,6 +55,12 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument('image', default_value='image',
                               description='Input image topic (relative: inside namespace)'),
+        DeclareLaunchArgument('depth_image', default_value='depth_image',
+                              description='Depth image aligned to the colour image '
+                                          '(with the depth parameter)'),
+        DeclareLaunchArgument('camera_info', default_value='camera_info',
+                              description="The colour camera's CameraInfo "
+                                          '(with the depth parameter)'),
         DeclareLaunchArgument('engine_path', default_value='',
                               description='Model file; empty = the one in params_file'),
         DeclareLaunchArgument(

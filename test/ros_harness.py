@@ -19,6 +19,18 @@ from rclpy.parameter_client import AsyncParameterClient
 
 from human_detector_ros.ros.paths import installed_config, installed_executable
 
+# Upstream vision_msgs 4.x hashes: the 2D ones from a build of the real package (rosidl JSON
+# output); all of them also computed by rosbags (an independent implementation) from
+# vision_msgs 4.1.1's definitions. The 3D messages are unchanged since 4.0.0.
+UPSTREAM_TYPE_HASHES = {
+    'vision_msgs/msg/Detection2DArray':
+        'RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968',
+    'vision_msgs/msg/LabelInfo':
+        'RIHS01_3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783',
+    'vision_msgs/msg/Detection3DArray':
+        'RIHS01_793f5eab9595ac1c0da07873cc859db42eae51f0ee76056db8562515d830e018',
+}
+
 PIPELINE_COUNTS = ('frames published', 'frames dropped (invalid image)',
                    'frames dropped (inference failed)', 'frames superseded by newer ones')
 """The diagnostics keys of the outcomes of a frame; they add up to 'frames received'."""

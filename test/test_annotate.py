@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from human_detector_ros.annotate import class_color, draw_detections, line_width
+from human_detector_ros.annotate import class_color, draw_detections, line_width, track_labels
 from human_detector_ros.postprocess import Detections
 
 NAMES = {0: 'person', 1: 'fall'}
@@ -158,3 +158,19 @@ def test_line_width_scales_with_the_image(height: int, width: int) -> None:
 def test_non_bgr_input_is_refused(image: np.ndarray) -> None:
     with pytest.raises(ValueError):
         draw_detections(image, detections([], [], []), NAMES)
+
+
+def test_track_id_and_distance_extend_the_label() -> None:
+    assert track_labels(['3', '', '7', ''], [2.414, 1.0, None, None]) == \
+        ['#3 2.41m', '1.00m', '#7', '']
+    image = uniform()
+    found = detections([[100, 120, 300, 260]], [0.87], [0])
+    plain = draw_detections(image, found, NAMES)
+    empty = draw_detections(image, found, NAMES, [''])
+    tracked = draw_detections(image, found, NAMES, ['#3 2.41m'])
+    np.testing.assert_array_equal(plain, empty)
+    label_row = 120 - 5
+
+    def label_end(out: np.ndarray) -> int:
+        return int(np.nonzero(is_color(out[label_row], PERSON_BGR))[0].max())
+    assert label_end(tracked) > label_end(plain) + 50

@@ -152,7 +152,8 @@ class StandInEngine(Engine):
 
 
 def _with_engine(monkeypatch, engine):
-    monkeypatch.setattr(detector_module, 'load_engine', lambda path, backend, device: engine)
+    monkeypatch.setattr(detector_module, 'load_engine',
+                        lambda path, backend, device, **options: engine)
     return HumanDetector('standin.onnx', conf_threshold=0.25)
 
 

@@ -17,15 +17,8 @@ from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.image_conversion import image_msg_to_bgr
 from human_detector_ros.image_conversion import read_bgr
-from ros_harness import detector_command, RosProcess, ros2_param_set
+from ros_harness import UPSTREAM_TYPE_HASHES, detector_command, RosProcess, ros2_param_set
 
-# Upstream vision_msgs 4.x hashes, from a build of the real package (rosidl JSON output).
-UPSTREAM_TYPE_HASHES = {
-    'vision_msgs/msg/Detection2DArray':
-        'RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968',
-    'vision_msgs/msg/LabelInfo':
-        'RIHS01_3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783',
-}
 STARTUP_S = 60.0
 NODE = '/human_detector'
 ANSWER_S = 30.0
@@ -189,6 +182,7 @@ def test_class_names_parameter_replaces_the_model_names(client, restore_paramete
     ('class_names', '[1, 2]', 'strings'),
     ('engine_path', '/tmp/other.onnx', 'read-only'),
     ('backend', 'tensorrt', 'read-only'),
+    ('tensorrt_precision', 'fp32', 'read-only'),
 ])
 def test_invalid_values_are_rejected_with_a_reason(client, reference, name, text, reason):
     result = ros2_param_set(client, NODE, name, text)

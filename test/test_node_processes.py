@@ -145,6 +145,8 @@ def test_a_signal_at_any_moment_of_startup_exits_0_without_traceback(
     (['-p', 'engine_path:=/nonexistent/model.onnx'], '/nonexistent/model.onnx'),
     (['-p', 'backend:=magic'], 'backend'),
     (['-p', 'device:=gpu7'], 'device'),
+    (['-p', 'tensorrt_precision:=int8'], 'tensorrt_precision'),
+    (['-p', 'backend:=tensorrt'], 'tensorrt Python package is not installed'),
     (['-p', 'device:=cuda'], 'cpu'),
     (['-p', 'input_transport:=ffmpeg'], 'input_transport'),
     (['-p', 'conf_threshold:=2.0'], 'conf_threshold'),

@@ -128,3 +128,29 @@ def test_real_cuda_runtime_with_standin_tensorrt(monkeypatch, tmp_path, image, r
         np.testing.assert_allclose(result[0, 4:].astype(np.float32), reference[0, 4:],
                                    atol=1e-2)
     np.testing.assert_array_equal(results[0], results[2])
+
+
+@NEEDS_TENSORRT
+@pytest.mark.parametrize('precision', ['fp32', 'fp16'])
+def test_real_tensorrt_builds_from_onnx_caches_and_reuses(tmp_path, image, reference, precision):
+    """engine_path: model.onnx with backend tensorrt, through the real builder API."""
+    with load_engine(default_model_path(), backend='tensorrt', device='cuda:0',
+                     tensorrt_precision=precision, tensorrt_cache_dir=tmp_path) as engine:
+        cached = engine.model_path
+        assert cached.parent == tmp_path and engine.metadata.names == {0: 'Normal', 1: 'Fall'}
+        scores = engine.infer(image)['output0'][0, 4:]
+    np.testing.assert_allclose(scores, reference[0, 4:], atol=2e-2)
+    built = cached.stat().st_mtime_ns
+    with load_engine(default_model_path(), backend='tensorrt', device='cuda:0',
+                     tensorrt_precision=precision, tensorrt_cache_dir=tmp_path) as engine:
+        assert engine.model_path == cached
+    assert cached.stat().st_mtime_ns == built and len(list(tmp_path.iterdir())) == 1
+
+
+@NEEDS_TENSORRT
+def test_real_tensorrt_parser_rejects_a_cut_onnx(tmp_path):
+    path = tmp_path / 'cut.onnx'
+    data = default_model_path().read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ModelLoadError, match='ONNX parser rejected the model'):
+        load_engine(path, backend='tensorrt', device='cuda:0', tensorrt_cache_dir=tmp_path)

@@ -87,13 +87,23 @@ def _check_file(path: pathlib.Path) -> None:
                              f'failed. Copy or export the model again.')
 
 
+def _is_onnx(path: pathlib.Path) -> bool:
+    try:
+        return detect_backend(path) == 'onnxruntime'
+    except ModelLoadError:
+        return False
+
+
 def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
-                device: str = 'auto') -> Engine:
+                device: str = 'auto', tensorrt_precision: str = 'fp16',
+                tensorrt_cache_dir: Union[str, os.PathLike, None] = None) -> Engine:
     """Load a model file into the backend that runs it.
 
     backend: 'auto' (from the file: ONNX, Ultralytics/TensorRT engine, TorchScript zip) or
-    one of BACKENDS. device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. Raises ModelLoadError with
-    what went wrong, the file, and how to fix it.
+    one of BACKENDS. device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. An ONNX model with backend
+    'tensorrt' runs as a TensorRT engine built from it in `tensorrt_precision` ('fp16' or
+    'fp32') and cached in `tensorrt_cache_dir` (None: the package cache); see tensorrt_build.
+    Raises ModelLoadError with what went wrong, the file, and how to fix it.
     """
     model_path = pathlib.Path(path).expanduser()
     _check_file(model_path)
@@ -105,13 +115,24 @@ def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
         raise ModelLoadError(
             f'Unknown backend {backend!r} for model {model_path}. Use "auto" or one of: '
             f'{", ".join(BACKENDS)}.')
+    built_from: Optional[pathlib.Path] = None
     if chosen == 'onnxruntime':
         from human_detector_ros.engines.onnxruntime_engine import OnnxRuntimeEngine as Backend
     elif chosen == 'tensorrt':
         from human_detector_ros.engines.tensorrt_engine import TensorRTEngine as Backend
+        if _is_onnx(model_path):
+            from human_detector_ros.engines.tensorrt_build import engine_for_onnx
+            built_from, model_path = model_path, engine_for_onnx(
+                model_path, device, tensorrt_precision, tensorrt_cache_dir)
     else:
         from human_detector_ros.engines.torchscript_engine import TorchScriptEngine as Backend
-    engine = Backend(model_path, device)
+    try:
+        engine = Backend(model_path, device)
+    except ModelLoadError as error:
+        if built_from is None:
+            raise
+        raise ModelLoadError(f'{error} ({model_path} is the engine cached for {built_from}: '
+                             f'delete it and start again to build it anew.)') from None
     from human_detector_ros.postprocess import resolve_layout
     try:
         resolve_layout(engine.outputs)

@@ -12,9 +12,11 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+
+from human_detector_ros.depth import Intrinsics
 
 from human_detector_ros.ros.messages import bgr_to_image_msg
 
@@ -28,13 +30,17 @@ def stamp_key(header: Header) -> StampKey:
 
 class DetectionClient(Node):
     """Publishes frames on `image_topic`; collects `detections`, `label_info` and, once
-    `subscribe_annotated()` is called, `annotated_image`, all keyed by stamp."""
+    `subscribe_annotated()` / `subscribe_3d()` are called, `annotated_image` /
+    `detections_3d`, all keyed by stamp. `publish_depth` plays the depth camera."""
 
     def __init__(self, name: str, image_topic: str = 'image') -> None:
         super().__init__(name)
         self.image_pub = self.create_publisher(Image, image_topic, 1)
         self.detections: Dict[StampKey, Detection2DArray] = {}
         self.annotated: Dict[StampKey, Image] = {}
+        self.detections_3d: Dict[StampKey, Detection3DArray] = {}
+        self.depth_pub = self.create_publisher(Image, 'depth_image', 10)
+        self.camera_info_pub = self.create_publisher(CameraInfo, 'camera_info', 10)
         self.label_infos: List[LabelInfo] = []
         self.annotated_sub = None
         self.create_subscription(Detection2DArray, 'detections', self._on_detections, 10)
@@ -55,6 +61,25 @@ class DetectionClient(Node):
             self.annotated_sub = self.create_subscription(
                 Image, 'annotated_image', self._on_annotated, 10)
 
+    def subscribe_3d(self) -> None:
+        """Start receiving `detections_3d`."""
+        self.create_subscription(Detection3DArray, 'detections_3d', self._on_detections_3d, 10)
+
+    def _on_detections_3d(self, msg: Detection3DArray) -> None:
+        self.detections_3d[stamp_key(msg.header)] = msg
+
+    def publish_depth(self, header: Header, encoding: str, height: int, width: int, step: int,
+                      data: bytes, intrinsics: Intrinsics) -> None:
+        """Publish a little-endian depth image and the colour camera's CameraInfo (K from
+        `intrinsics`), both with `header`."""
+        self.camera_info_pub.publish(CameraInfo(
+            header=header, height=height, width=width, distortion_model='plumb_bob',
+            d=[0.0] * 5, k=[intrinsics.fx, 0.0, intrinsics.cx, 0.0, intrinsics.fy,
+                            intrinsics.cy, 0.0, 0.0, 1.0]))
+        self.depth_pub.publish(Image(header=header, height=height, width=width,
+                                     encoding=encoding, is_bigendian=False, step=step,
+                                     data=data))
+
     def class_names(self) -> Dict[str, str]:
         """class_id string -> name, from the newest label_info received."""
         if not self.label_infos:
@@ -73,24 +98,27 @@ class DetectionClient(Node):
         """True once a node subscribes to the image topic."""
         return self.spin_until(lambda: self.image_pub.get_subscription_count() > 0, timeout_s)
 
-    def publish_frame(self, bgr: np.ndarray, frame_id: str) -> Header:
-        """Publish an HxWx3 BGR frame stamped now; return its header."""
-        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
+    def publish_frame(self, bgr: np.ndarray, frame_id: str,
+                      header: Optional[Header] = None) -> Header:
+        """Publish an HxWx3 BGR frame with `header` (default: stamped now); return the
+        header."""
+        header = header or Header(stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
         self.image_pub.publish(bgr_to_image_msg(bgr, header))
         return header
 
     def detect(self, bgr: np.ndarray, frame_id: str = 'camera', timeout_s: float = 30.0,
-               resend_after_s: float = 2.0, with_annotated: bool = False
-               ) -> Optional[Tuple[Header, Detection2DArray]]:
+               resend_after_s: float = 2.0, with_annotated: bool = False,
+               header: Optional[Header] = None) -> Optional[Tuple[Header, Detection2DArray]]:
         """Publish a frame and wait for its answer. A frame can be lost on the way (a
         best-effort reader drops samples of a writer it has not matched yet), so while no
-        answer comes the frame is sent again, stamped anew, every `resend_after_s`."""
+        answer comes the frame is sent again every `resend_after_s`, stamped anew unless
+        `header` is given."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            header = self.publish_frame(bgr, frame_id)
-            key = stamp_key(header)
+            sent = self.publish_frame(bgr, frame_id, header)
+            key = stamp_key(sent)
             wait_s = min(resend_after_s, end - time.monotonic())
             if self.spin_until(lambda: key in self.detections and (
                     not with_annotated or key in self.annotated), wait_s):
-                return header, self.detections[key]
+                return sent, self.detections[key]
         return None

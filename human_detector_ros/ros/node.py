@@ -23,15 +23,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from human_detector_ros.annotate import draw_detections
+from human_detector_ros.annotate import draw_detections, track_labels
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError
 from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 from human_detector_ros.ros.parameters import declare_parameters, PARAMETERS_BY_NAME
-from human_detector_ros.postprocess import NmsConfig
+from human_detector_ros.postprocess import Detections, NmsConfig
+from human_detector_ros.ros.depth_input import DepthInput
+from human_detector_ros.ros.log_bridge import forward_core_logs
 from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
+from human_detector_ros.tracking import NO_ID, PersonTracker, TrackerConfig
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -51,7 +54,8 @@ DIAGNOSTICS_PERIOD_S = 1.0
 
 class HumanDetectorNode(Node):
     """Subscribes `image` (or `<image>/compressed`); publishes `detections`, `label_info`,
-    `annotated_image` and `/diagnostics`."""
+    `annotated_image` and `/diagnostics`; with `depth`, subscribes `depth_image` and
+    `camera_info` and publishes `detections_3d`."""
 
     def __init__(self) -> None:
         super().__init__('human_detector')
@@ -63,11 +67,19 @@ class HumanDetectorNode(Node):
         self._worker: Optional[threading.Thread] = None
         self._detector: Optional[HumanDetector] = None
         self._values = declare_parameters(self)
+        forward_core_logs(self.get_logger())
         self._detector = HumanDetector(
             model_path=self._values['engine_path'] or None,
-            backend=self._values['backend'], device=self._values['device'])
+            backend=self._values['backend'], device=self._values['device'],
+            tensorrt_precision=self._values['tensorrt_precision'],
+            tensorrt_cache_dir=self._values['tensorrt_cache_dir'] or None)
         self._detector.config = self._nms_config(self._values)
         self.health = PipelineHealth(no_image_warn_s=self._values['no_image_warn_s'])
+        # Tracking and depth: the pipeline thread alone uses them.
+        self._tracker = PersonTracker(self._tracker_config(self._values))
+        self._new_tracker_config: Optional[TrackerConfig] = None
+        self._depth = DepthInput(self, self._values['depth_sync_tolerance_s']) \
+            if self._values['depth'] else None
 
         self._detections_pub = self.create_publisher(Detection2DArray, 'detections', 10)
         self._annotated_pub = self.create_publisher(Image, 'annotated_image', 1)
@@ -100,6 +112,12 @@ class HumanDetectorNode(Node):
             max_det=values['max_det'], classes=tuple(values['classes'] or ()) or None,
             agnostic=values['agnostic_nms'])
 
+    @staticmethod
+    def _tracker_config(values: Dict[str, Any]) -> TrackerConfig:
+        return TrackerConfig(track_threshold=values['tracking_threshold'],
+                             min_iou=values['tracking_min_iou'],
+                             lost_track_s=values['tracking_lost_s'])
+
     def class_names(self) -> Dict[int, str]:
         """`class_names` when set, else the names stored in the model."""
         names = self._values['class_names']
@@ -127,6 +145,12 @@ class HumanDetectorNode(Node):
             self.health.no_image_warn_s = self._values['no_image_warn_s']
             if {'class_names', 'conf_threshold'} & set(updates):
                 self._publish_label_info()
+            if {'tracking', 'tracking_threshold', 'tracking_min_iou',
+                    'tracking_lost_s'} & set(updates):
+                with self._pending_ready:
+                    self._new_tracker_config = self._tracker_config(self._values)
+            if self._depth is not None:
+                self._depth.tolerance_s = self._values['depth_sync_tolerance_s']
         return SetParametersResult(successful=True)
 
     def _on_image(self, msg: Any) -> None:
@@ -170,9 +194,18 @@ class HumanDetectorNode(Node):
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
         detected = time.perf_counter()
-        self._detections_pub.publish(detections_to_msg(detections, msg.header))
+        ids = self._track(detections, msg.header)
+        flat = detections_to_msg(detections, msg.header, ids)
+        self._detections_pub.publish(flat)
+        positions = None
+        if self._depth is not None:
+            positions = self._depth.locate(msg.header, detections, bgr.shape)
+            if positions is not None:
+                self._depth.publish(flat, positions)
         if self._values['publish_annotated'] and self._annotated_pub.get_subscription_count():
-            annotated = draw_detections(bgr, detections, self.class_names())
+            distances = [position and position.z for position in positions or [None] * len(ids)]
+            annotated = draw_detections(bgr, detections, self.class_names(),
+                                        track_labels(ids, distances))
             self._annotated_pub.publish(bgr_to_image_msg(annotated, msg.header))
         published = time.perf_counter()
         timings = self._detector.last_timings
@@ -180,6 +213,19 @@ class HumanDetectorNode(Node):
             {'convert': (converted - start) * 1e3, 'preprocess': timings.preprocess_ms,
              'infer': timings.infer_ms, 'postprocess': timings.postprocess_ms,
              'publish': (published - detected) * 1e3}, self._age_ms(msg.header))
+
+    def _track(self, detections: Detections, header: Header) -> List[str]:
+        """Track ids as Detection2D.id strings; empty without tracking or before a track is
+        confirmed. Unset stamps (0) give the tracker no time."""
+        with self._pending_ready:
+            config, self._new_tracker_config = self._new_tracker_config, None
+        if config is not None:
+            self._tracker.reconfigure(config)
+        if not self._values['tracking']:
+            return [''] * len(detections)
+        stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9
+        ids = self._tracker.update(detections.boxes, detections.scores, stamp_s or None)
+        return [str(track_id) if track_id != NO_ID else '' for track_id in ids.tolist()]
 
     def _age_ms(self, header: Header) -> Optional[float]:
         """now - stamp on the node's clock (sim time when replaying); None for unset stamps."""
@@ -193,6 +239,9 @@ class HumanDetectorNode(Node):
         engine = self._detector.engine
         values = dict(report.values, backend=engine.backend, device=engine.device,
                       engine=str(engine.model_path))
+        values['tracker restarts (time jumps)'] = str(self._tracker.resets)
+        if self._depth is not None:
+            values.update(self._depth.diagnostics())
         status = DiagnosticStatus(
             level=bytes([report.level]), name=f'{self.get_name()}: pipeline',
             message=report.message, hardware_id=f'{engine.backend} {engine.device}',

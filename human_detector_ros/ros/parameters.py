@@ -13,6 +13,7 @@ from rclpy.parameter import Parameter
 
 from human_detector_ros.engines import BACKENDS
 from human_detector_ros.engines.base import is_device_name
+from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
 from human_detector_ros.errors import InvalidParameterError
 
 BACKEND_CHOICES = ('auto',) + BACKENDS
@@ -111,6 +112,15 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   read_only=True, check=_one_of(BACKEND_CHOICES)),
     ParameterSpec('device', ParameterType.PARAMETER_STRING, 'auto',
                   'auto|cpu|cuda|cuda:N', read_only=True, check=_device),
+    ParameterSpec('tensorrt_precision', ParameterType.PARAMETER_STRING, DEFAULT_PRECISION,
+                  'Precision of the TensorRT engine built from an ONNX engine_path with backend '
+                  'tensorrt: ' + '|'.join(PRECISIONS) + ' (fp16 builds fp32 on a GPU without '
+                  'fast FP16; TensorRT 11 uses the ONNX model\'s own types)',
+                  read_only=True, check=_one_of(PRECISIONS)),
+    ParameterSpec('tensorrt_cache_dir', ParameterType.PARAMETER_STRING, '',
+                  'Folder for TensorRT engines built from ONNX; empty = '
+                  '$HUMAN_DETECTOR_ROS_CACHE/engines, else ~/.cache/human_detector_ros/engines',
+                  read_only=True),
     ParameterSpec('input_transport', ParameterType.PARAMETER_STRING, 'raw',
                   'raw: sensor_msgs/Image on `image`; compressed: '
                   'sensor_msgs/CompressedImage on `<image>/compressed`',
@@ -134,6 +144,26 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('no_image_warn_s', ParameterType.PARAMETER_DOUBLE, 3.0,
                   'Diagnostics turn WARN after this many seconds without an image',
                   float_range=(0.1, 3600.0)),
+    # Tracking (human_detector_ros.tracking); changing a knob restarts the tracker.
+    ParameterSpec('tracking', ParameterType.PARAMETER_BOOL, True,
+                  'Track people across frames: a persistent id in each Detection2D.id'),
+    ParameterSpec('tracking_threshold', ParameterType.PARAMETER_DOUBLE, 0.4,
+                  'ByteTrack track_thresh: boxes above it are associated first, a new track '
+                  'needs it + 0.1; lower boxes (down to 0.1) only continue tracks',
+                  float_range=(0.0, 1.0)),
+    ParameterSpec('tracking_min_iou', ParameterType.PARAMETER_DOUBLE, 0.2,
+                  'Smallest IoU between a track and a box to associate them (ByteTrack '
+                  'match_thresh = 1 - this)', float_range=(0.01, 1.0)),
+    ParameterSpec('tracking_lost_s', ParameterType.PARAMETER_DOUBLE, 1.0,
+                  'Seconds an unseen person keeps their id; a longer gap between frames, or a '
+                  'stamp going backwards, restarts the tracker', float_range=(0.05, 60.0)),
+    # 3D positions from an aligned depth image (human_detector_ros.depth).
+    ParameterSpec('depth', ParameterType.PARAMETER_BOOL, False,
+                  'Subscribe depth_image and camera_info, publish detections_3d',
+                  read_only=True),
+    ParameterSpec('depth_sync_tolerance_s', ParameterType.PARAMETER_DOUBLE, 0.02,
+                  'Largest stamp difference between a colour frame and its depth frame',
+                  float_range=(0.0, 1.0)),
 )
 PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 

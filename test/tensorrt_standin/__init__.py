@@ -4,9 +4,12 @@
 (see `trt.py`) into `sys.modules`, and, unless `real_cudart` is set, a stand-in CUDA runtime
 (see `cudart.py`) as `cuda.bindings.runtime` (cuda-python 12.6+) or, with
 `cudart_layout='legacy'`, as `cuda.cudart` (older cuda-python). monkeypatch undoes it all.
+A child process (a node under test) gets the same stand-ins with CHILD_PATH first on its
+PYTHONPATH (see child/tensorrt.py).
 """
 from __future__ import annotations
 
+import pathlib
 import sys
 import types
 from dataclasses import dataclass
@@ -16,7 +19,10 @@ from tensorrt_standin import cudart as cudart_standin
 from tensorrt_standin import trt as trt_standin
 from tensorrt_standin.trt import plan_bytes, ultralytics_engine_bytes
 
-__all__ = ['StandIn', 'install', 'plan_bytes', 'ultralytics_engine_bytes']
+__all__ = ['StandIn', 'install', 'install_into_process', 'plan_bytes',
+           'ultralytics_engine_bytes']
+CHILD_PATH = str(pathlib.Path(__file__).resolve().parent / 'child')
+"""Put first on a child process's PYTHONPATH: its `import tensorrt` gets the stand-in."""
 
 
 @dataclass
@@ -44,7 +50,7 @@ def install(monkeypatch: Any, version: str = '10.3.0', device_count: int = 1,
     monkeypatch.setitem(sys.modules, 'tensorrt', trt)
     if real_cudart:
         return StandIn(trt, None, None)
-    gpu = cudart_standin.StandinGpu(device_count)
+    gpu = cudart_standin.StandinGpu(device_count, compute_capability=compute_capability)
     runtime = cudart_standin.build_module(gpu)
     if cudart_layout == 'bindings':
         monkeypatch.setitem(sys.modules, 'cuda', _package('cuda'))
@@ -58,3 +64,17 @@ def install(monkeypatch: Any, version: str = '10.3.0', device_count: int = 1,
     else:
         raise ValueError(f'unknown cudart_layout {cudart_layout!r}')
     return StandIn(trt, runtime, gpu)
+
+
+def install_into_process(version: str = '10.3.0') -> types.ModuleType:
+    """Install the stand-ins into this process's sys.modules for good (for a child process,
+    see child/tensorrt.py); return the stand-in `tensorrt` module."""
+    installed = sys.modules.get('tensorrt')
+    if getattr(installed, 'calls', None) is not None:
+        return installed
+    trt = trt_standin.build_module(version)
+    runtime = cudart_standin.build_module(cudart_standin.StandinGpu())
+    sys.modules.update({'tensorrt': trt, 'cuda': _package('cuda'),
+                        'cuda.bindings': _package('cuda.bindings', runtime=runtime),
+                        'cuda.bindings.runtime': runtime})
+    return trt

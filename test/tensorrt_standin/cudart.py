@@ -52,8 +52,11 @@ class cudaStream_t:
 class StandinGpu:
     """The state behind the module: allocations, streams, call counters."""
 
-    def __init__(self, device_count: int = 1) -> None:
+    def __init__(self, device_count: int = 1, name: str = 'Stand-in GPU',
+                 compute_capability: str = '8.7') -> None:
         self.device_count = device_count
+        self.name = name
+        self.compute_capability = compute_capability
         self.current_device = 0
         self.allocations: Dict[int, Tuple[Any, int, str]] = {}
         self.streams: Dict[int, List[Callable[[], cudaError_t]]] = {}
@@ -197,6 +200,14 @@ def build_module(gpu: StandinGpu) -> types.ModuleType:
                 return (status,)
         return (copy_now(dst, src, count, kind),)
 
+    def cudaGetDeviceProperties(device: int) -> Tuple[cudaError_t, Any]:
+        if not 0 <= device < gpu.device_count:
+            return cudaError_t.cudaErrorInvalidDevice, None
+        major, minor = (int(part) for part in gpu.compute_capability.split('.'))
+        # cuda-python gives the name as the raw, NUL-padded char[256].
+        name = gpu.name.encode().ljust(256, b'\0')
+        return ok, types.SimpleNamespace(name=name, major=major, minor=minor)
+
     def cudaGetErrorString(error: cudaError_t) -> Tuple[cudaError_t, bytes]:
         return ok, f'stand-in error {cudaError_t(error).name}'.encode()
 
@@ -205,6 +216,7 @@ def build_module(gpu: StandinGpu) -> types.ModuleType:
 
     for function in (cudaGetDeviceCount, cudaSetDevice, cudaMalloc, cudaMallocHost, cudaFree,
                      cudaFreeHost, cudaStreamCreate, cudaStreamDestroy, cudaStreamSynchronize,
-                     cudaMemcpyAsync, cudaMemcpy, cudaGetErrorString, cudaGetErrorName):
+                     cudaMemcpyAsync, cudaMemcpy, cudaGetDeviceProperties,
+                     cudaGetErrorString, cudaGetErrorName):
         setattr(module, function.__name__, function)
     return module

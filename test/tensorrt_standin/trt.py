@@ -1,4 +1,4 @@
-"""STAND-IN for the `tensorrt` Python module (runtime side only), for tests without a GPU.
+"""STAND-IN for the `tensorrt` Python module, for tests without a GPU or TensorRT.
 
 Not NVIDIA code. `build_module(version)` returns a module object whose classes have exactly
 the methods of that TensorRT generation, so feature tests (`hasattr`) behave as on real
@@ -12,10 +12,14 @@ TensorRT:
   shape/dtype`, `get_tensor_profile_shape`; context `set_input_shape`, `get_tensor_shape`,
   `set_tensor_address`, `execute_async_v3`.
 
+The builder side (`Builder`, `OnnxParser`, ...) is in `builder.py`.
+
 A "plan" is this stand-in's own format (see `plan_bytes`): a magic line and JSON naming the
 TensorRT version and compute capability it was "built" for, every I/O tensor (mode, dtype,
 declared shape with -1 for dynamic dimensions, the shape it has at run time, the profile of
-dynamic inputs) and the ONNX model that does the computation. `Runtime.deserialize_cuda_engine`
+dynamic inputs) and the ONNX model that does the computation (its path, or for a plan from the
+stand-in builder its SHA-256, with the model's bytes after the JSON line, so the plan is
+self-contained like a real one). `Runtime.deserialize_cuda_engine`
 returns None and logs an error through the ILogger, as TensorRT does, for a plan of another
 version or device or one that does not parse.
 
@@ -39,14 +43,17 @@ import numpy as np
 PLAN_MAGIC = b'TRT-STANDIN-PLAN\n'
 DEFAULT_COMPUTE_CAPABILITY = '8.7'
 _SESSIONS: Dict[str, Any] = {}
+# Models carried inside plans built by the stand-in builder, by their 'sha256:...' key.
+EMBEDDED_MODELS: Dict[str, bytes] = {}
 
 
 def onnx_session(onnx_path: str) -> Any:
-    """One shared CPU onnxruntime session per ONNX file (loading the model takes a second)."""
+    """One shared CPU onnxruntime session per ONNX file or embedded model (loading the model
+    takes a second)."""
     if onnx_path not in _SESSIONS:
         import onnxruntime
         _SESSIONS[onnx_path] = onnxruntime.InferenceSession(
-            onnx_path, providers=['CPUExecutionProvider'])
+            EMBEDDED_MODELS.get(onnx_path, onnx_path), providers=['CPUExecutionProvider'])
     return _SESSIONS[onnx_path]
 
 
@@ -409,9 +416,12 @@ def build_module(version: str = '10.3.0',
                            '(Serialization assertion plan->header.magicTag == '
                            'rt::kPLAN_MAGIC_TAG failed.)')
                 return None
+            header, _, model = blob[len(PLAN_MAGIC):].partition(b'\n')
             try:
-                plan = json.loads(blob[len(PLAN_MAGIC):].decode('utf-8'))
+                plan = json.loads(header.decode('utf-8'))
             except (UnicodeDecodeError, ValueError):
+                plan = None
+            if plan is None or len(model) != plan.get('onnx_bytes', 0):
                 self._fail('IRuntime::deserializeCudaEngine: Error Code 1: Serialization '
                            '(Serialization assertion: the plan is truncated.)')
                 return None
@@ -425,6 +435,8 @@ def build_module(version: str = '10.3.0',
                            f'expecting compute {compute_capability} got compute '
                            f'{plan["compute_capability"]}, please rebuild.')
                 return None
+            if model:
+                EMBEDDED_MODELS[plan['onnx']] = model
             return ICudaEngine(plan, self.logger)
 
     def volume(shape: Sequence[int]) -> int:
@@ -439,4 +451,6 @@ def build_module(version: str = '10.3.0',
         setattr(module, name, value)
     if has_tensors:
         module.TensorIOMode = TensorIOMode
+    from tensorrt_standin.builder import add_builder_api
+    add_builder_api(module, version, compute_capability)
     return module

@@ -2,11 +2,14 @@
 
 Arguments: image (input topic), depth_image and camera_info (depth input topics, used with
 the `depth` parameter), engine_path (model file; empty = the params file's value),
-params_file (default: the installed config/human_detector.yaml). Every other setting is a
-node parameter: put it in a params file or change it live with `ros2 param set`.
+params_file (default: the installed config/human_detector.yaml; must exist), namespace and
+name (one launch per camera: several cameras on one robot), use_sim_time, log_level. Every
+other setting is a node parameter: put it in a params file or change it live with
+`ros2 param set`.
 """
 import os
 
+import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -16,19 +19,34 @@ from launch_ros.actions import Node
 from human_detector_ros.ros.dds_profile import large_image_environment
 
 PACKAGE = 'human_detector_ros'
+LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
 
 
 def detector_node(context, *args, **kwargs):
-    parameters = [LaunchConfiguration('params_file').perform(context)]
-    engine_path = LaunchConfiguration('engine_path').perform(context)
-    if engine_path:
-        parameters.append({'engine_path': engine_path})
+    def argument(name):
+        return LaunchConfiguration(name).perform(context)
+
+    params_file = argument('params_file')
+    if not os.path.isfile(params_file):
+        # launch_ros would only warn and start the node on built-in defaults.
+        raise FileNotFoundError(
+            f'params_file {params_file!r} does not exist. Give an existing parameters file, '
+            'or leave params_file out for the installed config/human_detector.yaml.')
+    use_sim_time = yaml.safe_load(argument('use_sim_time'))
+    if not isinstance(use_sim_time, bool):
+        raise ValueError(f'use_sim_time {argument("use_sim_time")!r}: write true or false.')
+    log_level = argument('log_level')
+    if log_level.lower() not in LOG_LEVELS:
+        raise ValueError(f'log_level {log_level!r}: use one of {", ".join(LOG_LEVELS)}.')
+    parameters = [params_file, {'use_sim_time': use_sim_time}]
+    if argument('engine_path'):
+        parameters.append({'engine_path': argument('engine_path')})
     # annotated_image needs a shared-memory segment large enough for camera frames.
     return [Node(
-        package=PACKAGE, executable='human_detector', name='human_detector', output='screen',
-        parameters=parameters,
-        remappings=[(topic, LaunchConfiguration(topic))
-                    for topic in ('image', 'depth_image', 'camera_info')],
+        package=PACKAGE, executable='human_detector', name=argument('name'),
+        namespace=argument('namespace'), output='screen', parameters=parameters,
+        remappings=[(topic, argument(topic)) for topic in ('image', 'depth_image', 'camera_info')],
+        ros_arguments=['--log-level', log_level],
         additional_env=large_image_environment())]
 
 
@@ -36,7 +54,7 @@ def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
     return LaunchDescription([
         DeclareLaunchArgument('image', default_value='image',
-                              description='Input image topic'),
+                              description='Input image topic (relative: inside namespace)'),
         DeclareLaunchArgument('depth_image', default_value='depth_image',
                               description='Depth image aligned to the colour image '
                                           '(with the depth parameter)'),
@@ -47,6 +65,14 @@ def generate_launch_description() -> LaunchDescription:
                               description='Model file; empty = the one in params_file'),
         DeclareLaunchArgument(
             'params_file', default_value=os.path.join(share, 'config', 'human_detector.yaml'),
-            description='Parameters file of the node'),
+            description='Parameters file of the node; must exist'),
+        DeclareLaunchArgument('namespace', default_value='',
+                              description='Namespace of the node and its topics, e.g. /robot1'),
+        DeclareLaunchArgument('name', default_value='human_detector',
+                              description='Node name'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='Use the /clock topic as time source'),
+        DeclareLaunchArgument('log_level', default_value='info',
+                              description='Logging level: ' + ', '.join(LOG_LEVELS)),
         OpaqueFunction(function=detector_node),
     ])

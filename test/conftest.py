@@ -19,6 +19,24 @@ os.environ['ROS_DOMAIN_ID'] = str(os.getpid() % 100 + 1)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
 
+ROS_FIXTURES = {'rclpy_context', 'start_process'}
+"""The fixtures of tests that run ROS: what --ros-only (the Jazzy tier) selects."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption('--ros-only', action='store_true',
+                     help='run only the tests that run ROS (use rclpy_context or '
+                          'start_process): the ROS 2 Jazzy tier of make test')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    if not config.getoption('--ros-only'):
+        return
+    chosen = [item for item in items if ROS_FIXTURES & set(getattr(item, 'fixturenames', ()))]
+    config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
+    items[:] = chosen
+
+
 @pytest.fixture(scope='module')
 def rclpy_context() -> Iterator[None]:
     """rclpy initialised for the test process, with the large-image DDS profile."""

@@ -6,14 +6,16 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetParametersResult
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
+from rclpy.parameter import parameter_dict_from_yaml_file, parameter_value_to_python
+from rclpy.parameter_client import AsyncParameterClient
 
 from human_detector_ros.ros.paths import installed_config, installed_executable
 
@@ -110,20 +112,78 @@ def parameter_value_from_cli_text(text: str) -> ParameterValue:
     return value
 
 
-def ros2_param_set(node: Node, target: str, name: str, text: str,
-                   timeout_s: float = 10.0) -> SetParametersResult:
+PARAMETER_CALL_S = 60.0
+"""Hang guard of a parameter service call."""
+RESEND_S = 2.0
+
+
+def answer(node: Node, send: Callable[[], Any], what: str,
+           timeout_s: float = PARAMETER_CALL_S) -> Any:
+    """Spin until a request `send()` made is answered; return the response. Unanswered, it is
+    sent again every RESEND_S, as a person runs the command again: a request can go to a
+    server the graph still lists although its node has just stopped (a restart under the same
+    name), or be sent before the server's reader matched. Parameter calls are idempotent."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        future = send()
+        rclpy.spin_until_future_complete(
+            node, future, timeout_sec=max(0.0, min(RESEND_S, end - time.monotonic())))
+        if future.done():
+            return future.result()
+    raise AssertionError(f'{what} did not answer within {timeout_s} s')
+
+
+def ros2_param_set(node: Node, target: str, name: str, text: str) -> SetParametersResult:
     """Call TARGET/set_parameters exactly as `ros2 param set TARGET NAME TEXT` does."""
     client = node.create_client(SetParameters, f'{target}/set_parameters')
+    request = SetParameters.Request(
+        parameters=[Parameter(name=name, value=parameter_value_from_cli_text(text))])
     try:
-        assert client.wait_for_service(timeout_sec=timeout_s), f'{target} has no parameters'
-        request = SetParameters.Request(
-            parameters=[Parameter(name=name, value=parameter_value_from_cli_text(text))])
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
-        assert future.done(), f'set_parameters of {target} did not answer'
-        return future.result().results[0]
+        return answer(node, lambda: client.call_async(request),
+                      f'set_parameters of {target}').results[0]
     finally:
         node.destroy_client(client)
+
+
+def ros2_param_get(node: Node, target: str, name: str) -> Any:
+    """The value of parameter NAME of TARGET as `ros2 param get TARGET NAME` reads it."""
+    client = node.create_client(GetParameters, f'{target}/get_parameters')
+    request = GetParameters.Request(names=[name])
+    try:
+        return parameter_value_to_python(answer(
+            node, lambda: client.call_async(request), f'get_parameters of {target}').values[0])
+    finally:
+        node.destroy_client(client)
+
+
+def ros2_param_dump(node: Node, target: str) -> str:
+    """What `ros2 param dump TARGET` prints (ros2param's DumpVerb: list and get through
+    rclpy's AsyncParameterClient, nest names on '.', yaml.dump in block style under the
+    node's full name; unset values are null)."""
+    client = AsyncParameterClient(node, target)
+    names = sorted(answer(node, client.list_parameters, f'list_parameters of {target}')
+                   .result.names)
+    values = answer(node, lambda: client.get_parameters(names),
+                    f'get_parameters of {target}').values
+    parameters: Dict[str, Any] = {}
+    for name, value in zip(names, values):
+        *groups, leaf = name.split('.')
+        level = parameters
+        for group in groups:
+            level = level.setdefault(group, {})
+        level[leaf] = parameter_value_to_python(value)
+    return yaml.dump({target: {'ros__parameters': parameters}}, default_flow_style=False) + '\n'
+
+
+def ros2_param_load(node: Node, target: str, path: Path) -> Dict[str, SetParametersResult]:
+    """`ros2 param load TARGET PATH`: rclpy's AsyncParameterClient.load_parameter_file, as
+    ros2param calls it; returns each parameter's result by name."""
+    client = AsyncParameterClient(node, target)
+    response = answer(node, lambda: client.load_parameter_file(str(path)),
+                      f'set_parameters of {target}')
+    names = list(parameter_dict_from_yaml_file(str(path), target_nodes=[target]))
+    assert len(names) == len(response.results)
+    return dict(zip(names, response.results))
 
 
 def detector_command(*arguments: str) -> List[str]:
@@ -181,7 +241,7 @@ class DiagnosticsMonitor:
             rclpy.spin_once(self.node, timeout_sec=0.05)
         return None
 
-    def settled_counts(self, received: Optional[int] = None, timeout_s: float = 10.0
+    def settled_counts(self, received: Optional[int] = None, timeout_s: float = 60.0
                        ) -> Dict[str, int]:
         """Spin until a status says `received` frames (any number if None) came in and each
         has an outcome; return its counts (the last ones seen on timeout). With None, only

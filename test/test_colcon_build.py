@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.prefix)
-IGNORED = shutil.ignore_patterns('.venv', '.git', 'build', 'install', 'log', 'out',
+IGNORED = shutil.ignore_patterns('.venv*', '.git', 'build', 'install', 'log', 'out',
                                  '__pycache__', '.pytest_cache', '*.egg-info')
 
 

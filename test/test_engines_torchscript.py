@@ -7,13 +7,14 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from human_detector_ros.assets import asset_path
 from human_detector_ros.engines import detect_backend, load_engine
 from human_detector_ros.engines.torchscript_engine import TorchScriptEngine
 from human_detector_ros.errors import InferenceError, ModelLoadError
+
+torch = pytest.importorskip('torch')  # the Jazzy tier has no torch
+nn = torch.nn
 
 CONFIG = {'description': 'tiny', 'stride': 32, 'task': 'detect', 'batch': 1,
           'imgsz': [640, 640], 'names': {'0': 'Normal', '1': 'Fall'}}

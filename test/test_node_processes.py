@@ -2,69 +2,78 @@
 from __future__ import annotations
 
 import signal
-import statistics
 import time
-from typing import List, Tuple
+from pathlib import Path
+from typing import List
 
 import cv2
-import numpy as np
 import pytest
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from builtin_interfaces.msg import Time
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
 from human_detector_ros.assets import sample_image_path
-from human_detector_ros.ros.detection_client import DetectionClient
-from human_detector_ros.detector import HumanDetector
-from human_detector_ros.ros.paths import installed_executable
 from human_detector_ros.image_conversion import read_bgr
-from ros_harness import detector_command, ros2_param_set
+from human_detector_ros.ros.detection_client import DetectionClient
+from human_detector_ros.ros.messages import bgr_to_image_msg
+from human_detector_ros.ros.paths import installed_executable
+from ros_harness import (
+    deep_reliable_input, detector_command, DiagnosticsMonitor, ros2_param_set)
 
 STARTUP_S = 60.0
 
 
-def median_inference_s(frame: np.ndarray) -> float:
-    detector = HumanDetector()
-    timings = []
-    for _ in range(5):
-        detector(frame)
-        timings.append(detector.last_timings.total_ms / 1000.0)
-    return statistics.median(timings)
+BURST = 30
 
 
-def test_camera_twice_as_fast_as_inference_never_builds_a_backlog(rclpy_context,
-                                                                  start_process):
+def test_frames_that_come_while_the_node_is_busy_are_superseded_never_queued(
+        rclpy_context, start_process):
+    """A burst of frames, all delivered (reliable, deep on both sides), far faster than the
+    model runs: the node never works through a backlog. Every frame gets an outcome, the
+    outputs keep the input order, and the newest frame is always answered. (How old frames
+    are at publish under a fast camera is measured by bench/bench_node.py.)"""
+    node = start_process(detector_command(
+        '-r', '__node:=burst_detector', '-r', 'image:=/burst/image',
+        '-r', 'detections:=/burst/detections', *deep_reliable_input('/burst/image')), 'node')
+    client = DetectionClient('burst_client', '/unused/image')
+    deep = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=BURST * 2,
+                      reliability=ReliabilityPolicy.RELIABLE)
+    publisher = client.create_publisher(Image, '/burst/image', deep)
+    answers: List[Detection2DArray] = []
+    client.create_subscription(Detection2DArray, '/burst/detections', answers.append, deep)
+    diagnostics = DiagnosticsMonitor(client, 'burst_detector: pipeline')
     frame = read_bgr(str(sample_image_path('camera.png')))
-    inference_s = median_inference_s(frame)
-    camera_period_s = inference_s / 2
-    node = start_process(detector_command('-r', 'image:=/aged/image', '-r',
-                                          'detections:=/aged/detections'), 'node')
-    start_process([installed_executable('sample_camera'), '--ros-args',
-                   '-p', f'images:=[{sample_image_path("camera.png")}]',
-                   '-p', f'rate_hz:={1.0 / camera_period_s:.3f}',
-                   '-p', 'frame_id:=aged_camera', '-r', 'image:=/aged/image'], 'camera')
-    client = DetectionClient('age_listener', '/unused/image')
-    arrivals: List[Tuple[float, Detection2DArray]] = []
-    client.create_subscription(
-        Detection2DArray, '/aged/detections',
-        lambda msg: arrivals.append((time.time(), msg)), 10)
+
+    def send(index: int) -> Header:
+        header = Header(stamp=Time(sec=1000 + index), frame_id='burst_camera')
+        publisher.publish(bgr_to_image_msg(frame, header))
+        return header
+
     try:
-        assert client.spin_until(lambda: len(arrivals) >= 25, STARTUP_S), node.output()
+        assert client.spin_until(lambda: publisher.get_subscription_count() > 0, STARTUP_S), \
+            node.output()
+        send(0)
+        assert client.spin_until(lambda: answers, STARTUP_S), node.output()
+        baseline = diagnostics.settled_counts(1, STARTUP_S)
+        answers.clear()
+        headers = [send(index) for index in range(1, BURST + 1)]
+        assert client.spin_until(lambda: any(msg.header == headers[-1] for msg in answers),
+                                 STARTUP_S), node.output()
+        counts = diagnostics.settled_counts(1 + BURST, STARTUP_S)
     finally:
+        diagnostics.destroy()
         client.destroy_node()
-    steady = arrivals[5:]
-    ages = [received - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
-            for received, msg in steady]
-    periods = np.diff([received for received, _ in steady])
-    period = float(np.median(periods))
-    stamps = [(msg.header.stamp.sec, msg.header.stamp.nanosec) for _, msg in steady]
+    assert counts['frames received'] - baseline['frames received'] == BURST, counts
+    published = counts['frames published'] - baseline['frames published']
+    superseded = counts['frames superseded by newer ones'] - \
+        baseline['frames superseded by newer ones']
+    assert published + superseded == BURST, counts
+    assert published == len(answers) and superseded > 0, (counts, len(answers))
+    stamps = [msg.header.stamp.sec for msg in answers]
     assert stamps == sorted(set(stamps)), 'outputs out of order or repeated'
-    assert all(msg.header.frame_id == 'aged_camera' for _, msg in steady)
-    # A frame waits at most one camera period before the node takes it, then takes one
-    # inference period; anything older would mean a queue of stale frames.
-    limit = period + camera_period_s + 0.05
-    assert float(np.percentile(ages, 90)) <= limit, (ages, period, camera_period_s)
+    assert answers[-1].header == headers[-1]
 
 
 def test_compressed_input_on_the_image_transport_subtopic(rclpy_context, start_process):
@@ -80,11 +89,11 @@ def test_compressed_input_on_the_image_transport_subtopic(rclpy_context, start_p
     try:
         assert client.spin_until(lambda: publisher.get_subscription_count() > 0, STARTUP_S), \
             node.output()
-        for _ in range(10):
+        end = time.monotonic() + STARTUP_S
+        while not received and time.monotonic() < end:  # resent: a frame may be lost
             msg.header = Header(stamp=client.get_clock().now().to_msg(), frame_id='jpeg_cam')
             publisher.publish(msg)
-            if client.spin_until(lambda: received, 3.0):
-                break
+            client.spin_until(lambda: received, 2.0)
     finally:
         client.destroy_node()
     assert received, node.output()
@@ -107,6 +116,32 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(rclpy_context, start_process, 
     assert 'Traceback' not in node.output()
 
 
+def heavy_imports_under_way(pid: int) -> bool:
+    """True once the process has loaded numpy's or rcl's shared library: it is importing
+    the node's modules (an entry point installs its stop handlers before that)."""
+    maps = Path(f'/proc/{pid}/maps').read_text()
+    return '_multiarray_umath' in maps or 'librcl.so' in maps
+
+
+@pytest.mark.parametrize('stop_signal', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize('program, delay_s', [
+    ('human_detector', 0.0), ('human_detector', 0.1), ('human_detector', 0.3),
+    ('human_detector', 0.8), ('sample_camera', 0.0), ('sample_camera', 0.2)])
+def test_a_signal_at_any_moment_of_startup_exits_0_without_traceback(
+        start_process, stop_signal, program, delay_s):
+    node = start_process([installed_executable(program), '--ros-args',
+                          '-r', f'__node:=early_{program}', '-r', 'image:=/early/image'],
+                         program)
+    end = time.monotonic() + STARTUP_S
+    while not heavy_imports_under_way(node.process.pid):
+        assert node.process.poll() is None and time.monotonic() < end, node.output()
+        time.sleep(0.002)
+    time.sleep(delay_s)
+    node.process.send_signal(stop_signal)
+    assert node.process.wait(timeout=STARTUP_S) == 0, node.output()
+    assert 'Traceback' not in node.output()
+
+
 @pytest.mark.parametrize('arguments, expected', [
     (['-p', 'engine_path:=/nonexistent/model.onnx'], '/nonexistent/model.onnx'),
     (['-p', 'backend:=magic'], 'backend'),
@@ -116,7 +151,6 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(rclpy_context, start_process, 
     (['-p', 'device:=cuda'], 'cpu'),
     (['-p', 'input_transport:=ffmpeg'], 'input_transport'),
     (['-p', 'conf_threshold:=2.0'], 'conf_threshold'),
-    (['-p', 'conf_threshold:=1'], 'conf_threshold'),
     (['-p', 'max_det:=0'], 'max_det'),
     (['-p', 'classes:=[-3]'], 'classes'),
     (['-p', 'use_sim_time:=3'], 'use_sim_time'),
@@ -133,6 +167,7 @@ def test_bad_setup_ends_with_one_clear_message_and_exit_code_1(
 
 @pytest.mark.parametrize('content, expected', [
     ('conf_threshold: 7.0', 'conf_threshold'),
+    ('no_image_warn_s: fast', 'write a number'),
     ('max_det: "many"', 'max_det'),
     ('input_transport: [raw]', 'input_transport'),
     ('[unclosed', 'params-file'),

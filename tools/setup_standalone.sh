@@ -2,14 +2,27 @@
 # Builds the standalone environment in .venv/: ROS 2 Kilted from PyPI wheels, vision_msgs
 # generated from interfaces/vision_msgs, this package, the default model and sample images.
 # Idempotent: each step is skipped while its inputs are unchanged.
-#   tools/setup_standalone.sh [--test]   (--test adds the test requirements)
+#   tools/setup_standalone.sh [--test] [--jazzy]
+#   --test adds the test requirements; --jazzy builds .venv-jazzy/ with ROS 2 Jazzy instead.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
-stamps="$venv/.stamps"
+requirements=requirements/standalone.txt
+test_requirements=requirements/test.txt
 with_test=0
-[ "${1:-}" = "--test" ] && with_test=1
+for argument in "$@"; do
+    case "$argument" in
+        --test) with_test=1 ;;
+        --jazzy)
+            venv="$root/.venv-jazzy"
+            requirements=requirements/jazzy.txt
+            test_requirements=requirements/test-jazzy.txt
+            ;;
+        *) printf 'setup: unknown option %s (use --test, --jazzy)\n' "$argument" >&2; exit 2 ;;
+    esac
+done
+stamps="$venv/.stamps"
 
 fail() {
     printf 'setup: %s\n' "$1" >&2
@@ -52,7 +65,7 @@ install_requirements() {
 }
 
 build_vision_msgs() {
-    echo "setup: generating vision_msgs into .venv"
+    echo "setup: generating vision_msgs into ${venv#"$root"/}"
     "$venv/bin/python" "$root/tools/fix_wheel_cmake_paths.py" "$venv"
     local build="$venv/.build/vision_msgs"
     rm -rf "$build"
@@ -69,16 +82,16 @@ check_prerequisites
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
 mkdir -p "$venv/.build"
 
-run_unless_current standalone-requirements requirements/standalone.txt \
-    install_requirements requirements/standalone.txt
+run_unless_current standalone-requirements "$requirements requirements/runtime.txt" \
+    install_requirements "$requirements"
 if [ "$with_test" = 1 ]; then
-    run_unless_current test-requirements requirements/test.txt \
-        install_requirements requirements/test.txt
+    run_unless_current test-requirements "$test_requirements" \
+        install_requirements "$test_requirements"
 fi
-run_unless_current vision-msgs "interfaces/vision_msgs/msg/*.msg interfaces/vision_msgs/CMakeLists.txt requirements/standalone.txt" \
+run_unless_current vision-msgs "interfaces/vision_msgs/msg/*.msg interfaces/vision_msgs/CMakeLists.txt $requirements" \
     build_vision_msgs
 
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation "$root"
 "$venv/bin/python" "$root/tools/link_ros_executables.py" "$venv"
 "$venv/bin/human_detector_fetch_assets" >/dev/null
-echo "setup: standalone environment ready in .venv"
+echo "setup: standalone environment ready in ${venv#"$root"/}"

@@ -7,13 +7,11 @@ parameter calls and publishing diagnostics.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -31,10 +29,9 @@ from human_detector_ros.errors import HumanDetectorError, InvalidImageError, Inv
 from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 from human_detector_ros.ros.dds_profile import large_image_profile, profile_variables
-from human_detector_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME
+from human_detector_ros.ros.parameters import declare_parameters, PARAMETERS_BY_NAME
 from human_detector_ros.postprocess import Detections, NmsConfig
 from human_detector_ros.ros.depth_input import DepthInput
-from human_detector_ros.ros.entry import run_node
 from human_detector_ros.ros.log_bridge import forward_core_logs
 from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
@@ -71,7 +68,7 @@ class HumanDetectorNode(Node):
         self._stopping = False
         self._worker: Optional[threading.Thread] = None
         self._detector: Optional[HumanDetector] = None
-        self._values = self._declare_parameters()
+        self._values = declare_parameters(self)
         forward_core_logs(self.get_logger())
         self._detector = HumanDetector(
             model_path=self._values['engine_path'] or None,
@@ -131,21 +128,6 @@ class HumanDetectorNode(Node):
                 pass
         return subscribe(())
 
-    def _declare_parameters(self) -> Dict[str, Any]:
-        values = {}
-        for spec in PARAMETERS:
-            try:
-                value = self.declare_parameter(spec.name, spec.default, spec.descriptor()).value
-            except ParameterException as error:
-                raise InvalidParameterError(f'parameter {spec.name}: {error}') from error
-            problem = spec.problem(value)
-            if problem:
-                raise InvalidParameterError(
-                    f'parameter {spec.name} = {value!r}: {problem}. Fix it in the params '
-                    'file or on the command line (-p name:=value).')
-            values[spec.name] = value
-        return values
-
     @staticmethod
     def _nms_config(values: Dict[str, Any]) -> NmsConfig:
         return NmsConfig(
@@ -191,9 +173,10 @@ class HumanDetectorNode(Node):
             if problem:
                 return SetParametersResult(successful=False,
                                            reason=f'{parameter.name}: {problem}')
-            if parameter.name == 'tracking' and parameter.value and self._tracker is None:
+            value = spec.value_of(parameter.value)
+            if parameter.name == 'tracking' and value and self._tracker is None:
                 return SetParametersResult(successful=False, reason=f'tracking: {LIBRARY_MISSING}')
-            updates[parameter.name] = parameter.value
+            updates[parameter.name] = value
         if updates:
             self._values.update(updates)
             self._detector.config = self._nms_config(self._values)
@@ -347,12 +330,3 @@ class HumanDetectorNode(Node):
         elif self._detector is not None:
             self._detector.close()
         super().destroy_node()
-
-
-def main(args: Optional[List[str]] = None) -> int:
-    """Entry point of `ros2 run human_detector_ros human_detector`; returns the exit code."""
-    return run_node(HumanDetectorNode, 'human_detector', args)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType)
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from human_detector_ros.engines import BACKENDS
 from human_detector_ros.engines.base import is_device_name
 from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
+from human_detector_ros.errors import InvalidParameterError
 
 BACKEND_CHOICES = ('auto',) + BACKENDS
 INPUT_TRANSPORTS = ('raw', 'compressed')
@@ -28,6 +32,14 @@ def _device(value: Any) -> Optional[str]:
 
 # rclpy gives integer arrays as array.array, other arrays as lists.
 LIST_TYPES = (list, tuple, array.array)
+# `ros2 param dump` writes an unset parameter as `null`. Loaded back, that is the string
+# 'null' from a --params-file (rcl's parser; the other YAML spellings likewise) and 'None'
+# through `ros2 param load` (rclpy's loader): both mean unset.
+UNSET_SPELLINGS = ('null', 'Null', 'NULL', '~', 'None')
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _class_indices(value: Any) -> Optional[str]:
@@ -45,7 +57,9 @@ def _names(value: Any) -> Optional[str]:
 @dataclass(frozen=True)
 class ParameterSpec:
     """One node parameter. Lists default to unset and are dynamically typed, because
-    `ros2 param set ... '[]'` sends an empty list as a bool array; `check` validates them."""
+    `ros2 param set ... '[]'` sends an empty list as a bool array; `check` validates them.
+    Doubles are dynamically typed too, so that an integer given for one reaches
+    `declare_parameters` (and, on Humble, `problem`) instead of rclpy's bare type error."""
 
     name: str
     type: int
@@ -60,7 +74,8 @@ class ParameterSpec:
         """The ParameterDescriptor rclpy enforces: type, read-only flag and range."""
         descriptor = ParameterDescriptor(
             name=self.name, type=self.type, description=self.description,
-            read_only=self.read_only, dynamic_typing=self.default is None)
+            read_only=self.read_only,
+            dynamic_typing=self.default is None or self.type == ParameterType.PARAMETER_DOUBLE)
         if self.float_range:
             descriptor.floating_point_range = [FloatingPointRange(
                 from_value=self.float_range[0], to_value=self.float_range[1])]
@@ -69,11 +84,23 @@ class ParameterSpec:
                 from_value=self.int_range[0], to_value=self.int_range[1])]
         return descriptor
 
+    def is_unset(self, value: Any) -> bool:
+        """True for the unset value of a list parameter, as given or as a reloaded dump."""
+        return self.default is None and (value is None or value in UNSET_SPELLINGS)
+
     def problem(self, value: Any) -> Optional[str]:
         """Why `value` is invalid for this parameter, or None when it is valid."""
-        if value is None or self.check is None:
+        if self.is_unset(value):
             return None
-        return self.check(value)
+        if self.type == ParameterType.PARAMETER_DOUBLE and not isinstance(value, float):
+            if _is_integer(value):
+                return f'is a floating-point number: write {value}.0'
+            return f'write a number, e.g. {self.default}'
+        return self.check(value) if self.check else None
+
+    def value_of(self, value: Any) -> Any:
+        """The value the node works with: None when unset."""
+        return None if self.is_unset(value) else value
 
 
 PARAMETERS: Tuple[ParameterSpec, ...] = (
@@ -139,3 +166,52 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   float_range=(0.0, 1.0)),
 )
 PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+def integers_as_doubles(parameters: List[Parameter]) -> List[Parameter]:
+    """Pre-set parameters callback: an integer for a double parameter becomes that double.
+
+    `ros2 param set NODE conf_threshold 1` sends an INTEGER, which rclpy would reject.
+    """
+    return [Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+            if parameter.name in PARAMETERS_BY_NAME and _is_integer(parameter.value) and
+            PARAMETERS_BY_NAME[parameter.name].type == ParameterType.PARAMETER_DOUBLE
+            else parameter for parameter in parameters]
+
+
+def declare_parameters(node: Node) -> Dict[str, Any]:
+    """Declare every parameter on `node`; return name -> value (None for unset lists).
+
+    What the ROS tools write loads back: an integer for a double (`-p no_image_warn_s:=5`,
+    `x: 5` in a params file) is taken as that double, and a list that `ros2 param dump`
+    wrote as `null` stays unset. Later integers for doubles (`ros2 param set`) are converted
+    where rclpy has pre-set parameter callbacks (Iron and newer); on Humble `problem`
+    rejects them with a reason that says to write 1.0.
+    Raises InvalidParameterError naming the parameter, the value and the fix.
+    """
+    values = {}
+    for spec in PARAMETERS:
+        try:
+            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+            if spec.is_unset(value) and value is not None:
+                node.undeclare_parameter(spec.name)
+                value = node.declare_parameter(spec.name, None, spec.descriptor(),
+                                               ignore_override=True).value
+            elif spec.type == ParameterType.PARAMETER_DOUBLE and _is_integer(value):
+                result = node.set_parameters(integers_as_doubles([node.get_parameter(spec.name)]))
+                if not result[0].successful:
+                    raise InvalidParameterError(
+                        f'parameter {spec.name} = {value}: {result[0].reason}. Fix it in the '
+                        'params file or on the command line (-p name:=value).')
+                value = node.get_parameter(spec.name).value
+        except ParameterException as error:
+            raise InvalidParameterError(f'parameter {spec.name}: {error}') from error
+        problem = spec.problem(value)
+        if problem:
+            raise InvalidParameterError(
+                f'parameter {spec.name} = {value!r}: {problem}. Fix it in the params '
+                'file or on the command line (-p name:=value).')
+        values[spec.name] = spec.value_of(value)
+    if hasattr(node, 'add_pre_set_parameters_callback'):  # rclpy in Iron and newer
+        node.add_pre_set_parameters_callback(integers_as_doubles)
+    return values

@@ -5,9 +5,6 @@ Publishes sensor_msgs/Image bgr8 on `image`, stamped with the publishing time.
 """
 from __future__ import annotations
 
-import sys
-from typing import List, Optional
-
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -16,7 +13,6 @@ from std_msgs.msg import Header
 from human_detector_ros.assets import SAMPLE_IMAGES, sample_image_path
 from human_detector_ros.errors import InvalidParameterError
 from human_detector_ros.image_conversion import read_bgr
-from human_detector_ros.ros.entry import run_node
 from human_detector_ros.ros.messages import bgr_to_image_msg
 
 
@@ -42,12 +38,3 @@ class SampleCamera(Node):
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._frame_id)
         self._publisher.publish(bgr_to_image_msg(self._frames[self._next], header))
         self._next = (self._next + 1) % len(self._frames)
-
-
-def main(args: Optional[List[str]] = None) -> int:
-    """Entry point of `ros2 run human_detector_ros sample_camera`; returns the exit code."""
-    return run_node(SampleCamera, 'sample_camera', args)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

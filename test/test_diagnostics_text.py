@@ -2,6 +2,8 @@
 frame brings: the node in its own process with a test model that fails on white frames."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
@@ -12,8 +14,7 @@ from human_detector_ros.ros.detection_client import DetectionClient
 from ros_harness import DiagnosticsMonitor, deep_reliable_input, detector_command
 
 STARTUP_S = 60.0
-ANSWER_S = 10.0
-ERROR_AFTER_FAILURES = 5
+ANSWER_S = 30.0
 
 
 def assert_one_line(status: DiagnosticStatus) -> None:
@@ -41,11 +42,10 @@ def test_engine_failures_and_invalid_frames_give_one_line_diagnostics(
         # Frames that arrive while the engine is busy are superseded, not failed: send white
         # frames until enough failed in a row.
         error = None
-        for _ in range(10 * ERROR_AFTER_FAILURES):
+        end = time.monotonic() + STARTUP_S
+        while error is None and time.monotonic() < end:
             client.publish_frame(white, 'one_line_camera')
             error = monitor.wait_for(lambda s: s.level == DiagnosticStatus.ERROR, 0.5)
-            if error is not None:
-                break
         assert error is not None, (monitor.values(), node.output()[-3000:])
         # onnxruntime's own text ends in a newline and names the failing node.
         assert 'Reshape' in error.message, error.message

@@ -56,7 +56,7 @@ def start_detector(start_process, tiny_model: Path, label: str, *arguments: str)
     [],
     [('classes', '[]'), ('class_names', '[]')],
     [('classes', '[1]'), ('class_names', '["person", "fallen person"]'),
-     ('conf_threshold', '0.3'), ('agnostic_nms', 'true'), ('no_image_warn_s', '7')],
+     ('conf_threshold', '0.3'), ('agnostic_nms', 'false'), ('no_image_warn_s', '7')],
 ], ids=['defaults', 'emptied lists', 'changed'])
 def test_a_dump_loads_back_at_start_and_live(tool, start_process, tiny_model, tmp_path,
                                              settings: List[Tuple[str, str]]):

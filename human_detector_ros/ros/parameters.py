@@ -134,7 +134,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'Maximum detections per image', int_range=(1, 100000)),
     ParameterSpec('classes', ParameterType.PARAMETER_INTEGER_ARRAY, None,
                   'Class indices to keep; unset or empty = all', check=_class_indices),
-    ParameterSpec('agnostic_nms', ParameterType.PARAMETER_BOOL, False,
+    # True unlike Ultralytics: the default model's classes are states of one person.
+    ParameterSpec('agnostic_nms', ParameterType.PARAMETER_BOOL, True,
                   'NMS across classes instead of per class'),
     ParameterSpec('class_names', ParameterType.PARAMETER_STRING_ARRAY, None,
                   'Class names by index; unset or empty = the names stored in the model',

@@ -30,6 +30,8 @@ DepthSource = Union[DepthFrame, Callable[[], Optional[DepthFrame]]]
 called after detection, so a depth frame that arrives while its colour frame is detected is
 still used (the ROS node waits there for the matching depth message)."""
 
+_Outcome = Union[Tuple[Detections, StageTimings], HumanDetectorError]
+
 
 @dataclass(frozen=True)
 class CameraFrame:
@@ -173,8 +175,7 @@ class FramePipeline:
             for tracker in self._trackers.values():
                 tracker.reconfigure(self._tracker_config)
 
-    def _detect_each(self, images: List[np.ndarray]
-                     ) -> List[Union[Tuple[Detections, StageTimings], HumanDetectorError]]:
+    def _detect_each(self, images: List[np.ndarray]) -> List[_Outcome]:
         """`_detect` over all images; when that fails, frame by frame, so that the error
         stays with the frame that caused it."""
         try:
@@ -182,7 +183,7 @@ class FramePipeline:
         except HumanDetectorError as error:
             if len(images) == 1:
                 return [error]
-        outcomes: List[Union[Tuple[Detections, StageTimings], HumanDetectorError]] = []
+        outcomes: List[_Outcome] = []
         for image in images:
             try:
                 outcomes.extend(self._detect([image]))

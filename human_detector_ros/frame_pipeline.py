@@ -129,18 +129,26 @@ class FramePipeline:
         tracker = self._trackers.get(camera)
         return tracker.resets if tracker is not None else 0
 
-    def process(self, frame: CameraFrame) -> FrameResult:
+    def process(self, frame: CameraFrame,
+                on_tracked: Optional[Callable[[FrameResult], None]] = None) -> FrameResult:
         """One frame through every stage. Raises InvalidImageError for a bad image and
-        InferenceError (both HumanDetectorError) when detection fails."""
-        result = self.process_batch([frame])[0]
+        InferenceError (both HumanDetectorError) when detection fails. See `process_batch`
+        for `on_tracked`."""
+        result = self.process_batch([frame], on_tracked)[0]
         if result.error is not None:
             raise result.error
         return result
 
-    def process_batch(self, frames: Sequence[CameraFrame]) -> List[FrameResult]:
+    def process_batch(self, frames: Sequence[CameraFrame],
+                      on_tracked: Optional[Callable[[FrameResult], None]] = None
+                      ) -> List[FrameResult]:
         """Frames (of different cameras, or of one camera in time order) through every
         stage; one result per frame, in order. A frame that fails gets its `error` set and
-        empty detections; the other frames' results are unaffected."""
+        empty detections; the other frames' results are unaffected.
+
+        on_tracked: called with each frame's result as soon as its detections and track ids
+        are known, before the depth wait and drawing (e.g. to publish the 2D detections
+        first); its time is not part of the stage timings."""
         with self._run_lock:
             self._apply_settings()
             results = [FrameResult(frame.camera, Detections.empty()) for frame in frames]
@@ -156,7 +164,7 @@ class FramePipeline:
                     results[index].error = found
                     continue
                 detections, timings = found
-                self._finish(frames[index], results[index], detections, timings)
+                self._finish(frames[index], results[index], detections, timings, on_tracked)
             return results
 
     def _apply_settings(self) -> None:
@@ -200,7 +208,8 @@ class FramePipeline:
         return found
 
     def _finish(self, frame: CameraFrame, result: FrameResult, detections: Detections,
-                timings: StageTimings) -> None:
+                timings: StageTimings,
+                on_tracked: Optional[Callable[[FrameResult], None]]) -> None:
         """Track, locate and annotate one detected frame into `result`."""
         start = time.perf_counter()
         result.detections = detections
@@ -208,6 +217,9 @@ class FramePipeline:
             result.track_ids = self._tracker(frame.camera).update(
                 detections.boxes, detections.scores, frame.stamp_s)
         tracked = time.perf_counter()
+        if on_tracked is not None:
+            on_tracked(result)
+        resumed = time.perf_counter()
         depth = frame.depth() if callable(frame.depth) else frame.depth
         if depth is not None:
             result.depth_problem = depth.problem_with(frame.bgr.shape)
@@ -226,7 +238,7 @@ class FramePipeline:
         result.timings_ms = {
             'preprocess': timings.preprocess_ms, 'infer': timings.infer_ms,
             'postprocess': timings.postprocess_ms, 'track': (tracked - start) * 1e3,
-            'locate': (located - tracked) * 1e3, 'annotate': (annotated - located) * 1e3}
+            'locate': (located - resumed) * 1e3, 'annotate': (annotated - located) * 1e3}
 
     def _tracker(self, camera: str) -> PersonTracker:
         tracker = self._trackers.get(camera)

@@ -80,14 +80,18 @@ def test_positions_equal_the_depth_module_on_the_detected_boxes(detector, encodi
     assert len(expected) == 2 and result.positions == expected
     assert sum(position is None for position in result.positions) == \
         sum(z is None for z in depths.values())
-    # A callable depth is asked for after detection, and gives the same.
-    asked = []
+    # A callable depth is asked for after detection and after `on_tracked`, and gives the
+    # same positions.
+    events = []
 
     def later() -> DepthFrame:
-        asked.append(True)
+        events.append('depth')
         return DepthFrame(depth, INTRINSICS, (bgr.shape[1], bgr.shape[0]))
-    assert pipeline.process(CameraFrame('', bgr, depth=later)).positions == expected
-    assert asked == [True]
+
+    def tracked(partial) -> None:
+        events.append(('tracked', len(partial.detections), partial.positions))
+    assert pipeline.process(CameraFrame('', bgr, depth=later), tracked).positions == expected
+    assert events == [('tracked', 2, None), 'depth']
 
 
 def test_depth_of_another_size_gives_no_positions_and_says_why(detector, frames):

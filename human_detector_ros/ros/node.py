@@ -1,12 +1,14 @@
 """The `human_detector` node: camera images in, vision_msgs detections out.
 
 A thin layer over the ROS-free core. The subscription callback only hands the newest frame to
-a worker thread, which converts, detects and publishes with the input's header unchanged;
+a worker thread, which converts it, runs it through the core's FramePipeline (detect, track,
+locate in 3D, annotate) and publishes the results with the input's header unchanged;
 meanwhile the executor thread keeps receiving (and deserialising) the next frame, answering
 parameter calls and publishing diagnostics.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,20 +25,20 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from human_detector_ros.annotate import draw_detections, track_labels
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError, InvalidParameterError
+from human_detector_ros.frame_pipeline import CameraFrame, FramePipeline, FrameResult
 from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 from human_detector_ros.ros.dds_profile import large_image_profile, profile_variables
 from human_detector_ros.ros.parameters import declare_parameters, PARAMETERS_BY_NAME
-from human_detector_ros.postprocess import Detections, NmsConfig
+from human_detector_ros.postprocess import NmsConfig
 from human_detector_ros.ros.depth_input import DepthInput
 from human_detector_ros.ros.log_bridge import forward_core_logs
 from human_detector_ros.ros.messages import (
     bgr_to_image_msg, detections_to_msg, label_info_msg)
 from human_detector_ros.tracking import (
-    LIBRARY_MISSING, NO_ID, PersonTracker, TrackerConfig, TrackingUnavailableError)
+    LIBRARY_MISSING, NO_ID, TrackerConfig, TrackingUnavailableError)
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
@@ -77,9 +79,7 @@ class HumanDetectorNode(Node):
             tensorrt_cache_dir=self._values['tensorrt_cache_dir'] or None)
         self._detector.config = self._nms_config(self._values)
         self.health = PipelineHealth(no_image_warn_s=self._values['no_image_warn_s'])
-        # Tracking and depth: the pipeline thread alone uses them.
-        self._tracker = self._make_tracker()
-        self._new_tracker_config: Optional[TrackerConfig] = None
+        self._pipeline = self._make_pipeline()
         self._depth = DepthInput(self, self._values['depth_sync_tolerance_s']) \
             if self._values['depth'] else None
 
@@ -135,17 +135,17 @@ class HumanDetectorNode(Node):
             max_det=values['max_det'], classes=tuple(values['classes'] or ()) or None,
             agnostic=values['agnostic_nms'])
 
-    def _make_tracker(self) -> Optional[PersonTracker]:
-        """The tracker; None when its library is missing and `tracking` is off (it then cannot
-        be switched on live)."""
+    def _make_pipeline(self) -> FramePipeline:
+        """The frame pipeline; without the tracking library only with `tracking` off (it then
+        cannot be switched on live)."""
         try:
-            return PersonTracker(self._tracker_config(self._values))
+            return FramePipeline(self._detector, tracking=self._values['tracking'],
+                                 tracker_config=self._tracker_config(self._values),
+                                 names=self.class_names())
         except TrackingUnavailableError as error:
-            if self._values['tracking']:
-                raise InvalidParameterError(
-                    f'parameter tracking is true, but {error}; or start the node with '
-                    '-p tracking:=false.') from error
-            return None
+            raise InvalidParameterError(
+                f'parameter tracking is true, but {error}; or start the node with '
+                '-p tracking:=false.') from error
 
     @staticmethod
     def _tracker_config(values: Dict[str, Any]) -> TrackerConfig:
@@ -174,19 +174,21 @@ class HumanDetectorNode(Node):
                 return SetParametersResult(successful=False,
                                            reason=f'{parameter.name}: {problem}')
             value = spec.value_of(parameter.value)
-            if parameter.name == 'tracking' and value and self._tracker is None:
+            if parameter.name == 'tracking' and value and LIBRARY_MISSING:
                 return SetParametersResult(successful=False, reason=f'tracking: {LIBRARY_MISSING}')
             updates[parameter.name] = value
         if updates:
             self._values.update(updates)
-            self._detector.config = self._nms_config(self._values)
+            self._pipeline.reconfigure(nms=self._nms_config(self._values))
             self.health.no_image_warn_s = self._values['no_image_warn_s']
             if {'class_names', 'conf_threshold'} & set(updates):
                 self._publish_label_info()
+            if 'class_names' in updates:
+                self._pipeline.reconfigure(names=self.class_names())
             if {'tracking', 'tracking_threshold', 'tracking_min_iou',
                     'tracking_lost_s'} & set(updates):
-                with self._pending_ready:
-                    self._new_tracker_config = self._tracker_config(self._values)
+                self._pipeline.reconfigure(tracking=self._values['tracking'],
+                                           tracker_config=self._tracker_config(self._values))
             if self._depth is not None:
                 self._depth.tolerance_s = self._values['depth_sync_tolerance_s']
         return SetParametersResult(successful=True)
@@ -224,46 +226,45 @@ class HumanDetectorNode(Node):
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
         converted = time.perf_counter()
+        header = msg.header
+        # Unset stamps (0) give the tracker no time.
+        stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9
+        frame = CameraFrame(
+            '', bgr, stamp_s or None,
+            depth=None if self._depth is None else functools.partial(self._depth.match, header),
+            annotate=bool(self._values['publish_annotated'] and
+                          self._annotated_pub.get_subscription_count()))
+        detections_out: List[Any] = []
         try:
-            detections = self._detector(bgr)
+            result = self._pipeline.process(frame, functools.partial(
+                self._publish_detections, header, detections_out))
         except HumanDetectorError as error:
             self.health.failed(str(error))
             self.get_logger().warning(f'frame dropped, inference failed: {error}',
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
-        detected = time.perf_counter()
-        ids = self._track(detections, msg.header)
-        flat = detections_to_msg(detections, msg.header, ids)
-        self._detections_pub.publish(flat)
-        positions = None
+        processed = time.perf_counter()
+        flat, publish_s = detections_out
         if self._depth is not None:
-            positions = self._depth.locate(msg.header, detections, bgr.shape)
-            if positions is not None:
-                self._depth.publish(flat, positions)
-        if self._values['publish_annotated'] and self._annotated_pub.get_subscription_count():
-            distances = [position and position.z for position in positions or [None] * len(ids)]
-            annotated = draw_detections(bgr, detections, self.class_names(),
-                                        track_labels(ids, distances))
-            self._annotated_pub.publish(bgr_to_image_msg(annotated, msg.header))
+            self._depth.record(result)
+            if result.positions is not None:
+                self._depth.publish(flat, result.positions)
+        if result.annotated is not None:
+            self._annotated_pub.publish(bgr_to_image_msg(result.annotated, header))
         published = time.perf_counter()
-        timings = self._detector.last_timings
         self.health.published(
-            {'convert': (converted - start) * 1e3, 'preprocess': timings.preprocess_ms,
-             'infer': timings.infer_ms, 'postprocess': timings.postprocess_ms,
-             'publish': (published - detected) * 1e3}, self._age_ms(msg.header))
+            {'convert': (converted - start) * 1e3, **result.timings_ms,
+             'publish': (publish_s + published - processed) * 1e3}, self._age_ms(header))
 
-    def _track(self, detections: Detections, header: Header) -> List[str]:
-        """Track ids as Detection2D.id strings; empty without tracking or before a track is
-        confirmed. Unset stamps (0) give the tracker no time."""
-        with self._pending_ready:
-            config, self._new_tracker_config = self._new_tracker_config, None
-        if config is not None and self._tracker is not None:
-            self._tracker.reconfigure(config)
-        if not self._values['tracking'] or self._tracker is None:
-            return [''] * len(detections)
-        stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9
-        ids = self._tracker.update(detections.boxes, detections.scores, stamp_s or None)
-        return [str(track_id) if track_id != NO_ID else '' for track_id in ids.tolist()]
+    def _publish_detections(self, header: Header, out: List[Any], result: FrameResult) -> None:
+        """Publish `detections` as soon as the pipeline has them (before the depth wait and
+        drawing); append the message and the seconds publishing took to `out`."""
+        started = time.perf_counter()
+        ids = [''] * len(result.detections) if result.track_ids is None else [
+            str(track_id) if track_id != NO_ID else '' for track_id in result.track_ids.tolist()]
+        flat = detections_to_msg(result.detections, header, ids)
+        self._detections_pub.publish(flat)
+        out.extend((flat, time.perf_counter() - started))
 
     def _age_ms(self, header: Header) -> Optional[float]:
         """now - stamp on the node's clock (sim time when replaying); None for unset stamps."""
@@ -276,10 +277,11 @@ class HumanDetectorNode(Node):
         if self._poll_publishers:
             self.health.publishers_matched(self.count_publishers(self._image_sub.topic_name))
         engine = self._detector.engine
+        resets = self._pipeline.tracker_resets()
         extra = {'backend': engine.backend, 'device': engine.device,
                  'engine': str(engine.model_path),
-                 'tracker restarts (time jumps)':
-                     str(self._tracker.resets) if self._tracker else 'n/a (no tracker)'}
+                 'tracker restarts (time jumps)': str(resets) if resets is not None
+                 else 'n/a (no tracker)'}
         if self._depth is not None:
             extra.update(self._depth.diagnostics())
         report = self.health.report(extra=extra)

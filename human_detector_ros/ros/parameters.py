@@ -180,6 +180,7 @@ LIFECYCLE_PARAMETERS: Tuple[ParameterSpec, ...] = (
 """The managed node's own parameters, named as Nav2's nodes name them."""
 PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {
     spec.name: spec for spec in PARAMETERS + LIFECYCLE_PARAMETERS}
+"""Every parameter either node declares, by name."""
 
 
 def integers_as_doubles(parameters: List[Parameter]) -> List[Parameter]:

@@ -159,15 +159,19 @@ def test_deactivate_stops_output_and_keeps_the_engine(manager, managed_node):
         lambda: manager.label_infos[-1].threshold == pytest.approx(0.6), ANSWER_S)
 
 
-def test_cleanup_frees_the_engine_and_allows_restart_parameters_again(manager):
+def test_cleanup_frees_the_engine_and_configure_reads_restart_parameters_again(
+        manager, managed_node):
     assert manager.set('deactivate') is True
     assert manager.set('cleanup') is True
     assert manager.went(State.TRANSITION_STATE_CLEANINGUP, State.PRIMARY_STATE_UNCONFIGURED)
     assert ros2_param_set(manager, NODE, 'device', 'cpu').successful
     assert manager.quiet()
+    assert manager.set('configure') is True
+    assert managed_node.output().count(LOADED) == 2
 
 
-def test_shutdown_finalizes_and_the_process_still_stops_cleanly(manager, managed_node):
+def test_shutdown_from_inactive_finalizes_and_the_process_still_stops_cleanly(
+        manager, managed_node):
     assert manager.set('shutdown') is True
     assert manager.went(State.TRANSITION_STATE_SHUTTINGDOWN, State.PRIMARY_STATE_FINALIZED)
     assert ros2_lifecycle_get(manager, NODE) == 'finalized'

@@ -105,7 +105,9 @@ class HumanDetectorNode(LifecycleNode):
         """A ChangeState request for a transition the current state does not offer (by id)
         is refused, as Kilted's rclpy refuses it; Humble's and Jazzy's raise from the service
         callback, which would end the process."""
-        service = self._service_change_state
+        service = getattr(self, '_service_change_state', None)  # rclpy's, not public API
+        if service is None:
+            return
         change_state = service.callback
 
         def guarded(request: Any, response: Any) -> Any:

@@ -81,6 +81,7 @@ class DepthInput:
         self._frames: StampBuffer[DepthImage] = StampBuffer(DEPTH_BUFFER_FRAMES)
         self._newest_ns: Optional[int] = None
         self._camera: Optional[Tuple[Intrinsics, int, int]] = None
+        self._node = node
         self._publisher = node.create_publisher(Detection3DArray, 'detections_3d', 10)
         overrides = QoSOverridingOptions.with_default_policies()
         self._depth_sub = node.create_subscription(
@@ -88,6 +89,12 @@ class DepthInput:
         self._info_sub = node.create_subscription(
             CameraInfo, 'camera_info', self._on_camera_info, DEPTH_QOS,
             qos_overriding_options=overrides)
+
+    def destroy(self) -> None:
+        """Unsubscribe and stop publishing (the node deactivates)."""
+        self._node.destroy_subscription(self._depth_sub)
+        self._node.destroy_subscription(self._info_sub)
+        self._node.destroy_publisher(self._publisher)
 
     def _on_depth(self, msg: Image) -> None:
         try:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.node import Node
+from rclpy.exceptions import ParameterException
+from rclpy.lifecycle import LifecycleState, Node as LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
@@ -54,15 +55,26 @@ LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 LOG_THROTTLE_S = 5.0
 DIAGNOSTICS_PERIOD_S = 1.0
+BOND_HEARTBEAT_TIMEOUT_S = 4.0
 
 
-class HumanDetectorNode(Node):
+class HumanDetectorNode(LifecycleNode):
     """Subscribes `image` (or `<image>/compressed`); publishes `detections`, `label_info`,
     `annotated_image` and `/diagnostics`; with `depth`, subscribes `depth_image` and
-    `camera_info` and publishes `detections_3d`."""
+    `camera_info` and publishes `detections_3d`.
+
+    A lifecycle node: `on_configure` loads the engine, `on_activate` subscribes and publishes,
+    `on_deactivate` stops taking frames (the engine stays loaded), `on_cleanup` and
+    `on_shutdown` free what configure made. This class is the plain node: it configures and
+    activates itself while it is built, raises HumanDetectorError (or rclpy's errors) when it
+    cannot, and offers no lifecycle services. ManagedHumanDetectorNode waits for the
+    lifecycle services (`ros2 lifecycle set`, Nav2's lifecycle manager) instead.
+    """
+
+    managed = False
 
     def __init__(self) -> None:
-        super().__init__('human_detector')
+        super().__init__('human_detector', enable_communication_interface=self.managed)
         # rclpy may destroy a node whose construction failed: everything destroy_node
         # touches exists from here on.
         self._pending: Optional[Any] = None
@@ -70,8 +82,72 @@ class HumanDetectorNode(Node):
         self._stopping = False
         self._worker: Optional[threading.Thread] = None
         self._detector: Optional[HumanDetector] = None
-        self._values = declare_parameters(self)
+        self._pipeline: Optional[FramePipeline] = None
+        self._depth: Optional[DepthInput] = None
+        self._image_sub: Optional[Any] = None
+        self._diagnostics_timer: Optional[Any] = None
+        self._bond: Optional[Any] = None
+        self._lifecycle_publishers: List[Any] = []
+        self._failure: Optional[Exception] = None
+        self._values = declare_parameters(self, self.managed)
         forward_core_logs(self.get_logger())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if not self.managed:
+            for transition in (self.trigger_configure, self.trigger_activate):
+                if transition() != TransitionCallbackReturn.SUCCESS:
+                    raise self._failure
+            return
+        self._refuse_unavailable_transitions()
+        if self._values['autostart_node'] and \
+                self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _refuse_unavailable_transitions(self) -> None:
+        """A ChangeState request for a transition the current state does not offer (by id)
+        is refused, as Kilted's rclpy refuses it; Humble's and Jazzy's raise from the service
+        callback, which would end the process."""
+        service = getattr(self, '_service_change_state', None)  # rclpy's, not public API
+        if service is None:
+            return
+        change_state = service.callback
+
+        def guarded(request: Any, response: Any) -> Any:
+            try:
+                return change_state(request, response)
+            except Exception as error:  # rclpy's RCLError, not importable by a public name
+                self.get_logger().error(
+                    f'transition {request.transition.id} {request.transition.label!r} '
+                    f'refused: {error}'.replace('\n', ' '))
+                response.success = False
+                return response
+        service.callback = guarded
+
+    def _transition(self, step: Callable[[], None], name: str) -> TransitionCallbackReturn:
+        """Run a transition's `step`; an error fails the transition with one message (for a
+        setup error, ours or rclpy's for a value it rejects such as a QoS override, the
+        message says what and how to fix it) and the node stays up. rclpy itself would turn
+        the exception into a silent ERROR."""
+        try:
+            step()
+        except Exception as error:  # the plain node re-raises it; see __init__
+            self._failure = error
+            if self.managed:
+                setup = isinstance(error, (HumanDetectorError, ParameterException, RuntimeError))
+                self.get_logger().error(
+                    f'{name} failed: {error}' if setup else
+                    f'{name} failed, unexpected {type(error).__name__}: {error}')
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Validate the parameters and load (or build) the engine; publishers are made here
+        and stay disabled until activate. On failure nothing stays allocated."""
+        result = self._transition(self._configure, 'configure')
+        if result != TransitionCallbackReturn.SUCCESS:
+            self._free()
+        return result
+
+    def _configure(self) -> None:
         self._detector = HumanDetector(
             model_path=self._values['engine_path'] or None,
             backend=self._values['backend'], device=self._values['device'],
@@ -80,28 +156,104 @@ class HumanDetectorNode(Node):
         self._detector.config = self._nms_config(self._values)
         self.health = PipelineHealth(no_image_warn_s=self._values['no_image_warn_s'])
         self._pipeline = self._make_pipeline()
-        self._depth = DepthInput(self, self._values['depth_sync_tolerance_s']) \
-            if self._values['depth'] else None
+        self._detections_pub = self._publisher(Detection2DArray, 'detections', 10)
+        self._annotated_pub = self._publisher(Image, 'annotated_image', 1)
+        self._label_info_pub = self._publisher(LabelInfo, 'label_info', LABEL_INFO_QOS)
+        self._diagnostics_pub = self._publisher(DiagnosticArray, '/diagnostics', 10)
+        engine = self._detector.engine
+        self.get_logger().info(f'{engine.backend} on {engine.device}: {engine.model_path}')
 
-        self._detections_pub = self.create_publisher(Detection2DArray, 'detections', 10)
-        self._annotated_pub = self.create_publisher(Image, 'annotated_image', 1)
-        self._label_info_pub = self.create_publisher(LabelInfo, 'label_info', LABEL_INFO_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+    def _publisher(self, msg_type: Any, topic: str, qos: Any) -> Any:
+        publisher = self.create_lifecycle_publisher(msg_type, topic, qos)
+        self._lifecycle_publishers.append(publisher)
+        return publisher
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable the publishers, subscribe and start the pipeline thread."""
+        result = self._transition(self._activate, 'activate')
+        if result != TransitionCallbackReturn.SUCCESS:
+            self._stop_taking_frames()
+            return result
+        result = super().on_activate(state)
+        self._publish_label_info()
+        return result
+
+    def _activate(self) -> None:
         compressed = self._values['input_transport'] == 'compressed'
         self._to_bgr = compressed_msg_to_bgr if compressed else image_msg_to_bgr
         topic = self.resolve_topic_name('image') + '/compressed' if compressed else 'image'
         self._image_sub = self._subscribe_images(CompressedImage if compressed else Image, topic)
-
+        self._depth = DepthInput(self, self._values['depth_sync_tolerance_s']) \
+            if self._values['depth'] else None
+        self._stopping = False
         self._worker = threading.Thread(target=self._work, name='human_detector_pipeline',
                                         daemon=True)
         self._worker.start()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self._publish_label_info()
-        engine = self._detector.engine
-        self.get_logger().info(
-            f'{engine.backend} on {engine.device}: {engine.model_path}; '
-            f'listening on {self._image_sub.topic_name}')
+        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
+                                                    self._publish_diagnostics)
+        self._bond = make_bond(self, self._values.get('bond_heartbeat_period', 0.0))
+        self.get_logger().info(f'listening on {self._image_sub.topic_name}')
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop taking frames; a frame in work finishes first. The engine stays loaded."""
+        self._stop_taking_frames()
+        return super().on_deactivate(state)
+
+    def _stop_taking_frames(self) -> None:
+        if self._bond is not None:
+            self._bond.break_bond()
+            self._bond = None
+        for entity, destroy in ((self._diagnostics_timer, self.destroy_timer),
+                                (self._image_sub, self.destroy_subscription)):
+            if entity is not None:
+                destroy(entity)
+        self._diagnostics_timer = self._image_sub = None
+        self._stop_worker()
+        if self._depth is not None:
+            self._depth.destroy()
+            self._depth = None
+
+    def _stop_worker(self) -> bool:
+        """Stop the pipeline thread; False if it is still busy after 10 s."""
+        with self._pending_ready:
+            self._stopping = True
+            self._pending = None
+            self._pending_ready.notify()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            if self._worker.is_alive():
+                self.get_logger().error('the pipeline thread is still busy; leaving the '
+                                        'engine open rather than freeing it under a running '
+                                        'frame')
+                return False
+            self._worker = None
+        return True
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the engine and everything configure made."""
+        self._free()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From unconfigured, inactive or active: stop and free everything."""
+        self._stop_taking_frames()
+        self._free()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """An unexpected error in a transition: free everything, back to unconfigured."""
+        self._stop_taking_frames()
+        self._free()
+        return super().on_error(state)
+
+    def _free(self) -> None:
+        for publisher in self._lifecycle_publishers:
+            self.destroy_lifecycle_publisher(publisher)
+        self._lifecycle_publishers = []
+        self._pipeline = None
+        if self._worker is None and self._detector is not None:
+            self._detector.close()
+        self._detector = None
 
     def _subscribe_images(self, msg_type: Any, topic: str) -> Any:
         """The image subscription with the events this rclpy and RMW offer. Without `matched`
@@ -164,6 +316,7 @@ class HumanDetectorNode(Node):
             label_info_msg(self.class_names(), self._values['conf_threshold'], header))
 
     def _on_set_parameters(self, parameters: List[Parameter]) -> SetParametersResult:
+        configured = self._detector is not None
         updates = {}
         for parameter in parameters:
             spec = PARAMETERS_BY_NAME.get(parameter.name)
@@ -173,12 +326,19 @@ class HumanDetectorNode(Node):
             if problem:
                 return SetParametersResult(successful=False,
                                            reason=f'{parameter.name}: {problem}')
+            if spec.read_only and configured:
+                # Only reachable in the managed node: the plain one declares these read-only.
+                return SetParametersResult(
+                    successful=False,
+                    reason=f'{parameter.name} is read at configure: set it while the node is '
+                           f'unconfigured (ros2 lifecycle set {self.get_fully_qualified_name()} '
+                           'cleanup), then configure')
             value = spec.value_of(parameter.value)
             if parameter.name == 'tracking' and value and LIBRARY_MISSING:
                 return SetParametersResult(successful=False, reason=f'tracking: {LIBRARY_MISSING}')
             updates[parameter.name] = value
-        if updates:
-            self._values.update(updates)
+        self._values.update(updates)
+        if updates and configured:
             self._pipeline.reconfigure(nms=self._nms_config(self._values))
             self.health.no_image_warn_s = self._values['no_image_warn_s']
             if {'class_names', 'conf_threshold'} & set(updates):
@@ -189,8 +349,8 @@ class HumanDetectorNode(Node):
                     'tracking_lost_s'} & set(updates):
                 self._pipeline.reconfigure(tracking=self._values['tracking'],
                                            tracker_config=self._tracker_config(self._values))
-            if self._depth is not None:
-                self._depth.tolerance_s = self._values['depth_sync_tolerance_s']
+        if updates and self._depth is not None:
+            self._depth.tolerance_s = self._values['depth_sync_tolerance_s']
         return SetParametersResult(successful=True)
 
     def _on_image(self, msg: Any) -> None:
@@ -320,15 +480,31 @@ class HumanDetectorNode(Node):
             throttle_duration_sec=LOG_THROTTLE_S)
 
     def destroy_node(self) -> None:
-        """Stop the pipeline thread, then destroy the node."""
-        with self._pending_ready:
-            self._stopping = True
-            self._pending_ready.notify()
-        if self._worker is not None:
-            self._worker.join(timeout=10.0)
-        if self._worker is not None and self._worker.is_alive():
-            self.get_logger().error('the pipeline thread is still busy; leaving the engine '
-                                    'open rather than freeing it under a running frame')
-        elif self._detector is not None:
-            self._detector.close()
+        """Stop the pipeline thread and free the engine, then destroy the node."""
+        self._stop_taking_frames()
+        self._free()
         super().destroy_node()
+
+
+class ManagedHumanDetectorNode(HumanDetectorNode):
+    """The node as a managed lifecycle node: built unconfigured (or, with `autostart_node`,
+    configured and activated at start), driven by the lifecycle_msgs services."""
+
+    managed = True
+
+
+def make_bond(node: LifecycleNode, heartbeat_period_s: float) -> Optional[Any]:
+    """The started bond with Nav2's lifecycle manager, made as Nav2's own nodes make it (topic
+    `bond`, id = node name, heartbeat timeout 4 s); None where bondpy is not installed (it is
+    not on PyPI), in the plain node, or for a period of 0."""
+    if not heartbeat_period_s:
+        return None
+    try:
+        from bondpy.bondpy import Bond
+    except ImportError:
+        return None
+    bond = Bond(node, 'bond', node.get_name())
+    bond.heartbeat_period = heartbeat_period_s
+    bond.heartbeat_timeout = BOND_HEARTBEAT_TIMEOUT_S
+    bond.start()
+    return bond

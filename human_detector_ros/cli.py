@@ -18,6 +18,7 @@ import numpy as np
 
 from human_detector_ros.annotate import draw_detections
 from human_detector_ros.detector import HumanDetector
+from human_detector_ros.engines import REGISTRY
 from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError, ModelLoadError
 from human_detector_ros.image_conversion import read_bgr
@@ -147,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--model', default=None,
                         help='model file (.onnx, .engine, .torchscript); default: the '
                              'fetched default model')
-    parser.add_argument('--backend', default='auto',
-                        choices=('auto', 'onnxruntime', 'tensorrt', 'torchscript'))
+    parser.add_argument('--backend', default='auto', choices=('auto',) + tuple(REGISTRY))
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     parser.add_argument('--tensorrt-precision', default=DEFAULT_PRECISION, choices=PRECISIONS,
                         help='precision of the TensorRT engine built from an .onnx --model with '

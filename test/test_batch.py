@@ -39,8 +39,10 @@ from human_detector_ros.postprocess import Detections
 import tensorrt_standin
 from network_inputs import OnnxThroughTorch
 
-pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*deprecated:DeprecationWarning',
-                                        'ignore::torch.jit.TracerWarning')
+pytestmark = pytest.mark.filterwarnings(
+    'ignore:`torch.jit.*deprecated:DeprecationWarning', 'ignore::torch.jit.TracerWarning',
+    'ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning',
+    'ignore:The feature will be removed:DeprecationWarning')
 CUDA = torch.cuda.is_available()
 NAMES = {0: 'Normal', 1: 'Fall'}
 CONF = 0.05
@@ -381,13 +383,21 @@ def nms_kind(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize('resize_on', ['device', 'host'])
+@pytest.fixture(scope='module')
+def default_rows() -> Dict[bytes, Dict[str, np.ndarray]]:
+    """Outputs of the default model by network input row, shared by the tests below."""
+    return {}
+
+
+@pytest.mark.parametrize('nms_kind, resize_on', [
+    ('torch-nms', 'device'), ('torch-nms', 'host'), ('triton-nms', 'device')],
+    indirect=['nms_kind'])
 def test_torch_pipeline_batches_the_default_model(models, frames, reference, nms_kind,
-                                                  resize_on):
+                                                  resize_on, default_rows):
     """The default model (ONNX Runtime behind `infer_torch`, dynamic batch) through the torch
     pipeline: one forward for the batch, every frame's detections equal the numpy path's."""
     inner = load_engine(models['dynamic'], device='cpu', max_batch=4)
-    cache: Dict[bytes, Dict[str, np.ndarray]] = {}
+    cache = default_rows
 
     def infer(images):
         # Rows already run (the same network input) are taken from the cache: the test is
@@ -444,6 +454,32 @@ def test_torch_pipeline_every_layout(tiny, frames, layout, nms_kind):
         assert sorted(detector.torch_pipeline._batches) == [1, 2, 3]
     assert_same(ours, expected, cuda=CUDA)
     assert sum(len(found) for found in expected) > 0
+
+
+@pytest.mark.skipif(not CUDA, reason='no CUDA device for PyTorch')
+@pytest.mark.parametrize('dynamic', [True, False], ids=['dynamic-batch', 'fixed-batch-2'])
+def test_tensorrt_gpu_standin_batches_through_the_torch_pipeline(monkeypatch, tiny, frames,
+                                                                 tmp_path, dynamic):
+    """TensorRT on the GPU (the GPU stand-in runs the module on the bound device buffers):
+    a dynamic batch profile, or a fixed batch of 2 padded, with a CUDA graph per batch size."""
+    tensorrt_standin.install(monkeypatch, '10.3.0', real_cudart=True)
+    torchscript = tiny['raw.torchscript']
+    path = tmp_path / 'raw.engine'
+    path.write_bytes(tensorrt_standin.ultralytics_engine_bytes(
+        tensorrt_standin.gpu_plan_bytes(str(torchscript), '10.3.0', dynamic=dynamic,
+                                        batch=4 if dynamic else 2),
+        {'names': NAMES, 'imgsz': [640, 640]}))
+    with HumanDetector(torchscript, device='cuda', conf_threshold=0.3,
+                       pipeline='numpy') as single:
+        expected = [single(frame) for frame in frames]
+    with HumanDetector(path, device='cuda', conf_threshold=0.3, max_batch=4) as detector:
+        assert detector.torch_pipeline is not None
+        assert detector.max_batch == (4 if dynamic else 2)
+        assert_same(detector.detect_batch(frames), expected, cuda=True)
+        assert_same(detector.detect_batch(frames[:2]), expected[:2], cuda=True)
+        assert_same([detector(frames[2])], expected[2:], cuda=True)
+        assert all(batch.forward.graph is not None
+                   for batch in detector.torch_pipeline._batches.values())
 
 
 def test_parameters_describe_max_batch_and_backends():

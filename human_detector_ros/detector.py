@@ -142,18 +142,21 @@ class HumanDetector:
                                     f'{described}', frame_index)
         return self.transform_for((int(bgr.shape[0]), int(bgr.shape[1])))
 
-    def preprocess(self, bgr: np.ndarray, slot: int = 0) -> Tuple[np.ndarray, LetterboxTransform]:
+    def preprocess(self, bgr: np.ndarray) -> Tuple[np.ndarray, LetterboxTransform]:
         """HxWx3 uint8 BGR -> ([1, 3, H, W] network input, its transform).
 
-        The input array is row `slot` (< max_batch) of this detector's batch buffer: it is
-        overwritten by the next call. Raises InvalidImageError for anything but a non-empty
-        HxWx3 uint8 array.
+        The input array is this detector's buffer: it is overwritten by the next call.
+        Raises InvalidImageError for anything but a non-empty HxWx3 uint8 array.
         """
         transform = self.checked_transform(bgr)
+        return self._letterbox_into(bgr, transform, 0), transform
+
+    def _letterbox_into(self, bgr: np.ndarray, transform: LetterboxTransform,
+                        slot: int) -> np.ndarray:
+        """Letterbox `bgr` into row `slot` of the batch input; that row, [1, 3, H, W]."""
         letterbox(bgr, transform, out=self._letterboxed)
-        network_input = to_network_input(self._letterboxed, self.input_dtype,
-                                         out=self._inputs[slot:slot + 1], planes=self._planes)
-        return network_input, transform
+        return to_network_input(self._letterboxed, self.input_dtype,
+                                out=self._inputs[slot:slot + 1], planes=self._planes)
 
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
         """[b, 3, H, W] network input, b <= max_batch -> named engine outputs of b images
@@ -195,10 +198,6 @@ class HumanDetector:
                                          postprocess_ms=(done - inferred) * 1e3)
         return detections
 
-    def detect(self, bgr: np.ndarray) -> Detections:
-        """The same as calling the detector on one frame."""
-        return self(bgr)
-
     def detect_batch(self, frames: Sequence[np.ndarray]) -> List[Detections]:
         """HxWx3 uint8 BGR images of any sizes -> each one's Detections in its own pixels.
 
@@ -235,9 +234,7 @@ class HumanDetector:
         """Letterbox each frame into its slot, one engine call, decode every image; appends
         to `results` and returns the stage times in ms."""
         for slot, (bgr, transform) in enumerate(zip(frames, transforms)):
-            letterbox(bgr, transform, out=self._letterboxed)
-            to_network_input(self._letterboxed, self.input_dtype,
-                             out=self._inputs[slot:slot + 1], planes=self._planes)
+            self._letterbox_into(bgr, transform, slot)
         preprocessed = time.perf_counter()
         outputs = self.infer(self._inputs[:len(frames)])
         inferred = time.perf_counter()

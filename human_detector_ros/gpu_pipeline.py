@@ -2,8 +2,9 @@
 
 Frames run one at a time or as a batch (`run_batch`): each frame has its slot in one
 [max_batch, 3, H, W] device input, with its own frame buffers per slot and source size, and
-the engine runs the batch in one call; the fixed-size NMS runs for every image of the batch
-in the same captured graph. Each batch size used gets its own CUDA graphs (forward and NMS).
+the engine runs the batch in one call; the fixed-size NMS runs over the whole batch (the Triton
+kernels with one program per image, the torch NMS image by image) in one captured graph.
+Each batch size used gets its own CUDA graphs (forward and NMS).
 
 On CUDA, one frame costs one synchronisation: the HxWx3 uint8 BGR frame is copied into a pinned
 host buffer (torch's parallel CPU copy; where the resize reads only some source rows, such as
@@ -259,12 +260,8 @@ class TorchPipeline:
     def _decode_outputs(self, batch: _Batch) -> Dict[str, torch.Tensor]:
         if self.limits is None:
             return batch.outputs
-        import torch
-
         (output,) = batch.outputs.values()
-        rows = [fixed_size_nms(output[index], self.limits, self.nms_capacity, NMS_ROUNDS)
-                for index in range(output.shape[0])]
-        return {'rows': rows[0][None] if len(rows) == 1 else torch.stack(rows)}
+        return {'rows': fixed_size_nms(output, self.limits, self.nms_capacity, NMS_ROUNDS)}
 
     def _stage(self, transform: LetterboxTransform, slot: int) -> _Stage:
         """The buffers for this frame's size in batch slot `slot`, made (and their letterbox

@@ -368,15 +368,16 @@ def _triton_kernels():
 def nms_kind(request, monkeypatch):
     """The torch pipeline's fixed-size NMS: the torch one, or the Triton kernels."""
     if request.param == 'torch-nms':
-        monkeypatch.setattr(gpu_pipeline, 'fixed_size_nms', device_nms.torch_nms)
+        monkeypatch.setattr(device_nms, 'triton_nms', lambda: None)
         return request.param
     kernels = _triton_kernels()
     if kernels is None:
         pytest.skip('Triton is not installed, or was imported before its interpreter')
 
     def triton(prediction, limits, capacity, rounds):
+        assert prediction.dim() == 3  # the whole batch in one launch
         return kernels.fixed_size_nms(prediction, limits.conf, limits.iou, limits.class_offset,
-                                      limits.class_mask, min(capacity, prediction.shape[1]),
+                                      limits.class_mask, min(capacity, prediction.shape[2]),
                                       limits.scratch)
 
     monkeypatch.setattr(gpu_pipeline, 'fixed_size_nms', triton)

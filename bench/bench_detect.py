@@ -285,8 +285,8 @@ def engine_figures(path: pathlib.Path, seed_forward: Any, args: argparse.Namespa
     figures: Dict[str, Any] = {
         'model': path.name, 'backend': detector.engine.backend,
         'input_dtype': str(detector.input_dtype),
-        'graphs': {'forward': pipeline._forward.graph is not None,
-                   'nms': pipeline._decode.graph is not None}}
+        'graphs': {'forward': pipeline._batches[1].forward.graph is not None,
+                   'nms': pipeline._batches[1].decode.graph is not None}}
 
     def eager() -> None:
         with torch.cuda.stream(pipeline._stream):  # not the default stream (TensorRT syncs it)
@@ -294,8 +294,9 @@ def engine_figures(path: pathlib.Path, seed_forward: Any, args: argparse.Namespa
         torch.cuda.synchronize()
 
     engine = {'eager': summary(timed(eager, args.frames, args.warmup))}
-    if pipeline._forward.graph is not None:
-        engine['graph'] = summary(timed(lambda: replay_and_wait(pipeline._forward.graph),
+    forward_graph = pipeline._batches[1].forward.graph
+    if forward_graph is not None:
+        engine['graph'] = summary(timed(lambda: replay_and_wait(forward_graph),
                                         args.frames, args.warmup))
     figures['engine_alone'] = engine
     alone = engine.get('graph', engine['eager'])['median_ms']
@@ -329,8 +330,8 @@ def engine_figures(path: pathlib.Path, seed_forward: Any, args: argparse.Namespa
     figures['cuda_api_calls_1080p'] = cuda_api_calls(detector, frame)
     figures['graphs_alone_1080p'] = {
         name: summary(timed(lambda: replay_and_wait(graph), args.frames, args.warmup))
-        for name, graph in (('letterbox', pipeline._stages[(1080, 1920)].letterbox.graph),
-                            ('nms', pipeline._decode.graph)) if graph is not None}
+        for name, graph in (('letterbox', pipeline._stages[((1080, 1920), 0)].letterbox.graph),
+                            ('nms', pipeline._batches[1].decode.graph)) if graph is not None}
     figures['nms_fallbacks'] = pipeline.fallbacks
     if args.memory_frames:
         figures['memory'] = memory_check(detector, [frame, frame[:, ::-1].copy()],

@@ -1,5 +1,10 @@
 """HumanDetector: letterbox -> engine -> NMS, each stage timed, boxes in source pixels.
 
+One frame (`detector(bgr)`) or a batch of frames of any sizes (`detect_batch`): each frame is
+letterboxed into its slot of one network input, the engine runs the batch in one call (or as
+many calls as its `max_batch` needs; one per frame for a batch-1 model), and every frame's
+detections come back in its own pixels, equal to what the frame alone gives.
+
 Two ways through the stages: numpy on the host around `engine.infer` (every backend), or
 `gpu_pipeline.TorchPipeline` on the engine's torch device (TorchScript, and TensorRT where
 PyTorch sees its CUDA device; picked automatically on CUDA, where it keeps the frame on the GPU
@@ -7,10 +12,11 @@ from upload to the kept rows).
 """
 from __future__ import annotations
 
+import collections
 import pathlib
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,11 +29,12 @@ from human_detector_ros.letterbox import (
 from human_detector_ros.postprocess import Detections, NmsConfig, postprocess, resolve_layout
 
 PIPELINES = ('auto', 'numpy', 'torch')
+KEPT_TRANSFORMS = 16
 
 
 @dataclass(frozen=True)
 class StageTimings:
-    """Time of each stage of one frame, in milliseconds.
+    """Time of each stage of one frame (or of one whole batch), in milliseconds.
 
     Numpy pipeline: host wall time. Torch pipeline on CUDA: CUDA events recorded on its stream
     time the device work and are read after the frame's one synchronisation (timing adds no
@@ -58,7 +65,9 @@ class HumanDetector:
     the torch pipeline letterboxes, 'device' or 'host' (see TorchPipeline). The stage methods
     `preprocess`, `infer` and `postprocess` are the numpy pipeline's, whichever `__call__` uses.
     tensorrt_precision, tensorrt_cache_dir: for an ONNX model with backend 'tensorrt', which
-    is built into a cached TensorRT engine (see `load_engine`).
+    is built into a cached TensorRT engine (see `load_engine`). max_batch: the most frames
+    one engine call takes for a model with a dynamic batch (a TensorRT engine built from ONNX
+    gets that profile); `detect_batch` splits longer lists.
     """
 
     def __init__(self, model_path: Union[str, pathlib.Path, None] = None, backend: str = 'auto',
@@ -67,7 +76,8 @@ class HumanDetector:
                  classes: Optional[Sequence[int]] = None, agnostic_nms: bool = False,
                  pipeline: str = 'auto', resize_on: str = 'device',
                  tensorrt_precision: str = 'fp16',
-                 tensorrt_cache_dir: Union[str, pathlib.Path, None] = None) -> None:
+                 tensorrt_cache_dir: Union[str, pathlib.Path, None] = None,
+                 max_batch: int = 1) -> None:
         if model_path is None:
             model_path = default_model_path()
         if pipeline not in PIPELINES:
@@ -78,7 +88,7 @@ class HumanDetector:
                                 agnostic=agnostic_nms)
         self.engine = load_engine(pathlib.Path(model_path), backend=backend, device=device,
                                   tensorrt_precision=tensorrt_precision,
-                                  tensorrt_cache_dir=tensorrt_cache_dir)
+                                  tensorrt_cache_dir=tensorrt_cache_dir, max_batch=max_batch)
         try:
             self.layout = resolve_layout(self.engine.outputs)
             self.torch_pipeline = self._make_torch_pipeline(pipeline, resize_on)
@@ -91,8 +101,10 @@ class HumanDetector:
         self.last_timings = StageTimings()
         self._letterboxed = np.empty(self.input_hw + (3,), dtype=np.uint8)
         self._planes = np.empty((3,) + self.input_hw, dtype=np.uint8)
-        self._input = np.empty((1, 3) + self.input_hw, dtype=self.input_dtype)
-        self._transform: Optional[LetterboxTransform] = None
+        self.max_batch = self.engine.max_batch
+        self._inputs = np.empty((self.max_batch, 3) + self.input_hw, dtype=self.input_dtype)
+        self._transforms: collections.OrderedDict[Tuple[int, int], LetterboxTransform] = \
+            collections.OrderedDict()
 
     def _make_torch_pipeline(self, pipeline: str, resize_on: str) -> Optional[TorchPipeline]:
         supported = supports_torch_pipeline(self.engine)
@@ -109,18 +121,25 @@ class HumanDetector:
         return TorchPipeline(self.engine, self.layout, self.postprocess, resize_on=resize_on)
 
     def transform_for(self, src_hw: Tuple[int, int]) -> LetterboxTransform:
-        """The letterbox of a source of size (h, w); the last one is kept for the next frame."""
-        if self._transform is None or self._transform.src_hw != src_hw:
-            self._transform = letterbox_transform(src_hw, self.input_hw)
-        return self._transform
+        """The letterbox of a source of size (h, w); those of recent sizes are kept."""
+        transform = self._transforms.get(src_hw)
+        if transform is None:
+            transform = letterbox_transform(src_hw, self.input_hw)
+            self._transforms[src_hw] = transform
+            if len(self._transforms) > KEPT_TRANSFORMS:
+                self._transforms.popitem(last=False)
+        return transform
 
-    def checked_transform(self, bgr: np.ndarray) -> LetterboxTransform:
-        """The letterbox of `bgr`; InvalidImageError unless it is a non-empty HxWx3 uint8 array."""
+    def checked_transform(self, bgr: np.ndarray,
+                          frame_index: Optional[int] = None) -> LetterboxTransform:
+        """The letterbox of `bgr`; InvalidImageError (carrying `frame_index`) unless it is a
+        non-empty HxWx3 uint8 array."""
         if not isinstance(bgr, np.ndarray) or bgr.dtype != np.uint8 or bgr.ndim != 3 \
                 or bgr.shape[2] != 3 or bgr.shape[0] == 0 or bgr.shape[1] == 0:
             described = (f'{bgr.shape} {bgr.dtype}' if isinstance(bgr, np.ndarray)
                          else type(bgr).__name__)
-            raise InvalidImageError(f'expected a non-empty HxWx3 uint8 BGR image, got {described}')
+            raise InvalidImageError(f'expected a non-empty HxWx3 uint8 BGR image, got '
+                                    f'{described}', frame_index)
         return self.transform_for((int(bgr.shape[0]), int(bgr.shape[1])))
 
     def preprocess(self, bgr: np.ndarray) -> Tuple[np.ndarray, LetterboxTransform]:
@@ -130,20 +149,26 @@ class HumanDetector:
         Raises InvalidImageError for anything but a non-empty HxWx3 uint8 array.
         """
         transform = self.checked_transform(bgr)
+        return self._letterbox_into(bgr, transform, 0), transform
+
+    def _letterbox_into(self, bgr: np.ndarray, transform: LetterboxTransform,
+                        slot: int) -> np.ndarray:
+        """Letterbox `bgr` into row `slot` of the batch input; that row, [1, 3, H, W]."""
         letterbox(bgr, transform, out=self._letterboxed)
-        network_input = to_network_input(self._letterboxed, self.input_dtype, out=self._input,
-                                         planes=self._planes)
-        return network_input, transform
+        return to_network_input(self._letterboxed, self.input_dtype,
+                                out=self._inputs[slot:slot + 1], planes=self._planes)
 
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        """[1, 3, H, W] network input -> named engine outputs (not to be modified)."""
+        """[b, 3, H, W] network input, b <= max_batch -> named engine outputs of b images
+        (not to be modified)."""
         return self.engine.infer(images)
 
-    def postprocess(self, outputs: Dict[str, np.ndarray],
-                    transform: LetterboxTransform) -> Detections:
-        """Named engine outputs -> Detections in source pixels, with the current `config`."""
+    def postprocess(self, outputs: Dict[str, np.ndarray], transform: LetterboxTransform,
+                    index: int = 0) -> Detections:
+        """Image `index` of the named engine outputs -> Detections in its source pixels, with
+        the current `config`."""
         try:
-            return postprocess(outputs, self.layout, self.config, transform)
+            return postprocess(outputs, self.layout, self.config, transform, index)
         except (ValueError, IndexError, KeyError) as error:
             shapes = {name: list(np.shape(array)) for name, array in outputs.items()}
             raise InferenceError(f'cannot decode the outputs {shapes} of '
@@ -172,6 +197,52 @@ class HumanDetector:
                                          infer_ms=(inferred - preprocessed) * 1e3,
                                          postprocess_ms=(done - inferred) * 1e3)
         return detections
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> List[Detections]:
+        """HxWx3 uint8 BGR images of any sizes -> each one's Detections in its own pixels.
+
+        Every frame is checked first: one that is not a non-empty HxWx3 uint8 array raises
+        InvalidImageError with its `frame_index`, and nothing runs (drop it and call again).
+        The frames run in batches of up to `max_batch` (one engine call each); the result for
+        each frame equals `detector(frame)`. Sets `last_timings` to the sums over the frames.
+        """
+        start = time.perf_counter()
+        transforms = [self.checked_transform(bgr, index) for index, bgr in enumerate(frames)]
+        results: List[Detections] = []
+        totals = [0.0, 0.0, 0.0]
+        for first in range(0, len(frames), self.max_batch):
+            chunk = slice(first, first + self.max_batch)
+            if self.torch_pipeline is not None:
+                try:
+                    results += self.torch_pipeline.run_batch(frames[chunk], transforms[chunk],
+                                                             self.config, start)
+                except RuntimeError as error:
+                    raise InferenceError(f'torch pipeline of {self.engine.model_path.name} '
+                                         f'failed: {error}') from None
+                stage_ms = self.torch_pipeline.stage_ms
+            else:
+                stage_ms = self._run_numpy_batch(frames[chunk], transforms[chunk], start,
+                                                 results)
+            totals = [total + ms for total, ms in zip(totals, stage_ms)]
+            start = time.perf_counter()
+        self.last_timings = StageTimings(*totals)
+        return results
+
+    def _run_numpy_batch(self, frames: Sequence[np.ndarray],
+                         transforms: Sequence[LetterboxTransform], start: float,
+                         results: List[Detections]) -> Tuple[float, float, float]:
+        """Letterbox each frame into its slot, one engine call, decode every image; appends
+        to `results` and returns the stage times in ms."""
+        for slot, (bgr, transform) in enumerate(zip(frames, transforms)):
+            self._letterbox_into(bgr, transform, slot)
+        preprocessed = time.perf_counter()
+        outputs = self.infer(self._inputs[:len(frames)])
+        inferred = time.perf_counter()
+        results += [self.postprocess(outputs, transform, index)
+                    for index, transform in enumerate(transforms)]
+        done = time.perf_counter()
+        return ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3,
+                (done - inferred) * 1e3)
 
     def close(self) -> None:
         """Release the torch pipeline's buffers and graphs, then the engine."""

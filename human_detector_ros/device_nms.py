@@ -91,25 +91,30 @@ def triton_nms() -> Optional[ModuleType]:
 
 def fixed_size_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,
                    rounds: int) -> torch.Tensor:
-    """One image's raw head output (4+nc, N) -> (k + 2, 6) float32, k = min(N, capacity).
+    """One image's raw head output (4+nc, N) -> (k + 2, 6) float32, k = min(N, capacity); a
+    batch [B, 4+nc, N] -> [B, k + 2, 6], each image on its own.
 
     Row 0: kept count, candidate count, number of boxes the rounds left unsettled. Rows 1 to
     kept: x1, y1, x2, y2, score, class of the kept boxes, best first, in letterbox pixels; the
     rows after them are unspecified. Valid only when candidates <= k and nothing is unsettled.
-    Every shape is static: no sync. The Triton kernels on CUDA when Triton imports, else
-    `torch_nms`.
+    Every shape is static: no sync. The Triton kernels on CUDA when Triton imports (a batch in
+    one launch of each), else `torch_nms` image by image.
     """
     kernels = triton_nms() if prediction.is_cuda and not _TRITON_FAILED else None
     if kernels is not None:
         try:
             return kernels.fixed_size_nms(prediction, limits.conf, limits.iou,
                                           limits.class_offset, limits.class_mask,
-                                          min(capacity, prediction.shape[1]), limits.scratch)
+                                          min(capacity, prediction.shape[-1]), limits.scratch)
         except Exception as error:  # Triton imports but cannot compile or launch here
             LOG.warning('The Triton NMS failed, the torch NMS runs instead from now on: %s',
                         error)
             _TRITON_FAILED.append(error)
-    return torch_nms(prediction, limits, capacity, rounds)
+    if prediction.dim() == 2:
+        return torch_nms(prediction, limits, capacity, rounds)
+    import torch
+
+    return torch.stack([torch_nms(image, limits, capacity, rounds) for image in prediction])
 
 
 def torch_nms(prediction: torch.Tensor, limits: NmsLimits, capacity: int,

@@ -38,7 +38,14 @@ SUPPRESS_WARPS = 4
 
 @triton.jit
 def _candidates(prediction, row_stride, anchors, conf, class_mask, counter, keys,
-                class_of_anchor, capacity, CLASSES: tl.constexpr, BLOCK: tl.constexpr):
+                class_of_anchor, capacity, CLASSES: tl.constexpr, BLOCK: tl.constexpr,
+                SLOTS: tl.constexpr):
+    # Image program_id(1) of the batch: its prediction, counter, keys and classes.
+    image = tl.program_id(1)
+    prediction += image * (4 + CLASSES) * row_stride
+    counter += image
+    keys += image * SLOTS
+    class_of_anchor += image * anchors
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < anchors
     best = tl.full([BLOCK], _MINUS_INF, tl.float32)
@@ -64,7 +71,15 @@ def _candidates(prediction, row_stride, anchors, conf, class_mask, counter, keys
 
 @triton.jit
 def _suppress(prediction, row_stride, counter, keys, class_of_anchor, class_offset, iou_limit,
-              corners, packed, capacity, SLOTS: tl.constexpr):
+              corners, packed, capacity, CLASSES: tl.constexpr, SLOTS: tl.constexpr):
+    # Image program_id(0) of the batch, each image's greedy NMS in its own program.
+    image = tl.program_id(0)
+    prediction += image * (4 + CLASSES) * row_stride
+    counter += image
+    keys += image * SLOTS
+    class_of_anchor += image * row_stride
+    corners += image * 5 * SLOTS
+    packed += image * (capacity + 2) * 6
     slots = tl.arange(0, SLOTS)
     count = tl.load(counter)
     used = slots < tl.minimum(count, capacity)
@@ -134,30 +149,33 @@ def fixed_size_nms(prediction: torch.Tensor, conf: torch.Tensor, iou: torch.Tens
                    scratch: dict) -> torch.Tensor:
     """`device_nms.fixed_size_nms` in two kernels; the tensors are NmsLimits' fields.
 
-    scratch: a dict kept by the caller between calls, for the counter and work buffers (the
+    prediction: one image's (4+nc, N), or a batch [B, 4+nc, N] whose images run side by side
+    (one program per image in each kernel); the result is (k + 2, 6), or [B, k + 2, 6].
+    scratch: a dict kept by the caller between calls, for the counters and work buffers (a
     counter starts at 0 and the second kernel leaves it at 0, so no memset runs per frame).
     """
     import torch
 
-    prediction = prediction.contiguous()
-    classes, anchors = prediction.shape[0] - 4, prediction.shape[1]
+    batched = prediction.dim() == 3
+    prediction = (prediction if batched else prediction[None]).contiguous()
+    images, classes, anchors = prediction.shape[0], prediction.shape[1] - 4, prediction.shape[2]
     slots = triton.next_power_of_2(max(capacity, 2))
     device = prediction.device
-    key = (device, anchors, slots)
+    key = (device, images, anchors, slots)
     if scratch.get('key') != key:
         scratch.clear()
         scratch.update(
-            key=key, counter=torch.zeros((1,), dtype=torch.int32, device=device),
-            keys=torch.empty((slots,), dtype=torch.int64, device=device),
-            class_of_anchor=torch.empty((anchors,), dtype=torch.int32, device=device),
-            corners=torch.empty((5, slots), dtype=torch.float32, device=device))
-    packed = torch.empty((capacity + 2, 6), dtype=torch.float32, device=device)
-    _candidates[(triton.cdiv(anchors, _BLOCK),)](
+            key=key, counter=torch.zeros((images,), dtype=torch.int32, device=device),
+            keys=torch.empty((images, slots), dtype=torch.int64, device=device),
+            class_of_anchor=torch.empty((images, anchors), dtype=torch.int32, device=device),
+            corners=torch.empty((images, 5, slots), dtype=torch.float32, device=device))
+    packed = torch.empty((images, capacity + 2, 6), dtype=torch.float32, device=device)
+    _candidates[(triton.cdiv(anchors, _BLOCK), images)](
         prediction, anchors, anchors, conf, class_mask.view(torch.uint8), scratch['counter'],
         scratch['keys'], scratch['class_of_anchor'], capacity, CLASSES=classes, BLOCK=_BLOCK,
-        enable_fp_fusion=False)
-    _suppress[(1,)](
+        SLOTS=slots, enable_fp_fusion=False)
+    _suppress[(images,)](
         prediction, anchors, scratch['counter'], scratch['keys'], scratch['class_of_anchor'],
-        class_offset, iou, scratch['corners'], packed, capacity, SLOTS=slots,
+        class_offset, iou, scratch['corners'], packed, capacity, CLASSES=classes, SLOTS=slots,
         enable_fp_fusion=False, num_warps=SUPPRESS_WARPS)
-    return packed
+    return packed if batched else packed[0]

@@ -1,6 +1,8 @@
 """Exceptions of the detector core: what went wrong, and for startup errors, how to fix it."""
 from __future__ import annotations
 
+from typing import Optional
+
 
 class HumanDetectorError(Exception):
     """Base class of every error the package raises on purpose."""
@@ -11,7 +13,15 @@ class ModelLoadError(HumanDetectorError):
 
 
 class InvalidImageError(HumanDetectorError):
-    """One input frame cannot be converted; the frame is dropped, the node keeps running."""
+    """One input frame cannot be converted; the frame is dropped, the node keeps running.
+
+    frame_index: the position of the bad frame in the batch given to `detect_batch` (None for
+    a single frame), so that a caller can drop that frame alone and run the others again.
+    """
+
+    def __init__(self, message: str, frame_index: Optional[int] = None) -> None:
+        super().__init__(message if frame_index is None else f'frame {frame_index}: {message}')
+        self.frame_index = frame_index
 
 
 class InferenceError(HumanDetectorError):

@@ -1,5 +1,11 @@
 """Whole frames through a torch engine on its own device: GPU-resident on CUDA.
 
+Frames run one at a time or as a batch (`run_batch`): each frame has its slot in one
+[max_batch, 3, H, W] device input, with its own frame buffers per slot and source size, and
+the engine runs the batch in one call; the fixed-size NMS runs over the whole batch (the Triton
+kernels with one program per image, the torch NMS image by image) in one captured graph.
+Each batch size used gets its own CUDA graphs (forward and NMS).
+
 On CUDA, one frame costs one synchronisation: the HxWx3 uint8 BGR frame is copied into a pinned
 host buffer (torch's parallel CPU copy; where the resize reads only some source rows, such as
 every third row of a 1080p frame, just those rows) and uploaded asynchronously; letterbox +
@@ -23,7 +29,8 @@ import collections
 import contextlib
 import logging
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TYPE_CHECKING
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, \
+    TYPE_CHECKING
 
 import numpy as np
 
@@ -46,7 +53,7 @@ KEPT_SOURCE_SIZES = 4
 
 
 def supports_torch_pipeline(engine: Any) -> bool:
-    """Whether `engine` runs torch tensors on its own device (see `Engine.runs_torch`)."""
+    """Whether `engine` runs torch tensors on its own device (`Engine.runs_torch`)."""
     return bool(engine.runs_torch)
 
 
@@ -160,22 +167,32 @@ class _Stage:
         self.letterbox = _Launch(lambda: letterbox_into(self.frame), 'letterbox')
 
 
+class _Batch:
+    """The forward and the decode of one batch size, each its own CUDA graph once captured."""
+
+    def __init__(self, forward: Callable[[], Any], decode: Callable[[], Any]) -> None:
+        self.forward = _Launch(forward, 'forward')
+        self.decode = _Launch(decode, 'NMS')
+        self.outputs: Dict[str, Any] = {}
+
+
 class TorchPipeline:
     """HxWx3 uint8 BGR frames -> Detections, every stage on the engine's torch device.
 
-    engine: `runs_torch` ([1, 3, H, W] tensor -> named output tensors on its device): a
-    TorchScript engine, or a TensorRT engine on torch buffers.
+    engine: `runs_torch` ([b, 3, H, W] tensor -> named output tensors on its device): a
+    TorchScript engine, or a TensorRT engine on torch buffers. Batches of up to its
+    `max_batch` frames run in one engine call (`run_batch`).
     resize_on: 'device' (upload the frame rows the resize reads, letterbox on the device with
     OpenCV's arithmetic) or 'host' (cv2 letterbox into the pinned buffer, upload the
     network-size image);
     both give the numpy path's network input to the bit. use_graphs: capture CUDA graphs
     (default: on CUDA). postprocess: the host decoder for layouts other than RAW (named numpy
-    outputs, transform -> Detections).
+    outputs of a batch, transform, image index -> Detections).
     After each `run`, `stage_ms` holds (preprocess, infer, postprocess) in milliseconds.
     """
 
     def __init__(self, engine: Any, layout: OutputLayout,
-                 postprocess: Callable[[Mapping[str, np.ndarray], LetterboxTransform],
+                 postprocess: Callable[[Mapping[str, np.ndarray], LetterboxTransform, int],
                                        Detections],
                  resize_on: str = 'device', use_graphs: Optional[bool] = None,
                  nms_capacity: int = NMS_CAPACITY) -> None:
@@ -190,19 +207,22 @@ class TorchPipeline:
         self.cuda = self.device.type == 'cuda'
         self.use_graphs = self.cuda if use_graphs is None else bool(use_graphs) and self.cuda
         self.nms_capacity = nms_capacity
+        self.max_batch = int(engine.max_batch)
         self.fallbacks = 0
         self.stage_ms: Tuple[float, float, float] = (0.0, 0.0, 0.0)
         self._host_postprocess = postprocess
-        self._stages: collections.OrderedDict[Tuple[int, int], _Stage] = \
+        self._stages: collections.OrderedDict[Tuple[Tuple[int, int], int], _Stage] = \
             collections.OrderedDict()
-        self._host_outputs: Dict[str, Tuple[torch.Tensor, np.ndarray]] = {}
+        self._host_outputs: Dict[Tuple[str, Tuple[int, ...]],
+                                 Tuple[torch.Tensor, np.ndarray]] = {}
+        self._batches: Dict[int, _Batch] = {}
         self._marks: List[Any] = [0.0] * 4
         with torch.inference_mode():
             # The engine's own input tensor where it has one (TensorRT binds its address
             # once), so the letterbox writes where the engine reads.
             self.input = engine.torch_input()
             if self.input is None:
-                self.input = torch.empty(engine.expected_input_shape(),
+                self.input = torch.empty(engine.expected_input_shape(self.max_batch),
                                          dtype=torch_dtype(engine.inputs[0].dtype),
                                          device=self.device)
             self.input.fill_(0.5)
@@ -211,32 +231,43 @@ class TorchPipeline:
             self._stream = torch.cuda.Stream(self.device) if self.cuda else None
             if self.cuda:
                 self._marks = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-            self._outputs: Dict[str, torch.Tensor] = {}
-            self._forward = _Launch(lambda: self.engine.infer_torch(self.input), 'forward')
-            self._decode = _Launch(self._decode_outputs, 'NMS')
-            if self.use_graphs:
-                self._capture_forward_and_decode()
+            self._batch(1)
 
-    def _capture_forward_and_decode(self) -> None:
+    def _batch(self, size: int) -> _Batch:
+        """The forward and decode of `size` images, made (and captured) on first use."""
+        batch = self._batches.get(size)
+        if batch is not None:
+            return batch
+        batch = _Batch(lambda: self.engine.infer_torch(self.input[:size]),
+                       lambda: self._decode_outputs(batch))
+        self._batches[size] = batch
+        if self.use_graphs:
+            self._capture_forward_and_decode(batch)
+        return batch
+
+    def _capture_forward_and_decode(self, batch: _Batch) -> None:
         import torch
 
         if self.limits is not None:
-            self.limits.apply(NmsConfig())
+            self.limits.apply(self.limits.applied or NmsConfig())
+        # A pool per batch size: the graphs of different sizes never share memory.
         pool = torch.cuda.graph_pool_handle()
-        if self._forward.capture(self._stream, pool):
-            self._outputs = self._forward.result
+        if batch.forward.capture(self._stream, pool):
+            batch.outputs = batch.forward.result
             if self.layout is OutputLayout.RAW:
-                self._decode.capture(self._stream, pool)
+                batch.decode.capture(self._stream, pool)
 
-    def _decode_outputs(self) -> Dict[str, torch.Tensor]:
+    def _decode_outputs(self, batch: _Batch) -> Dict[str, torch.Tensor]:
         if self.limits is None:
-            return self._outputs
-        (output,) = self._outputs.values()
-        return {'rows': fixed_size_nms(output[0], self.limits, self.nms_capacity, NMS_ROUNDS)}
+            return batch.outputs
+        (output,) = batch.outputs.values()
+        return {'rows': fixed_size_nms(output, self.limits, self.nms_capacity, NMS_ROUNDS)}
 
-    def _stage(self, transform: LetterboxTransform) -> _Stage:
-        """The buffers for this frame's size, made (and their letterbox captured) once."""
-        key = transform.src_hw if self.resize_on == 'device' else transform.dst_hw
+    def _stage(self, transform: LetterboxTransform, slot: int) -> _Stage:
+        """The buffers for this frame's size in batch slot `slot`, made (and their letterbox
+        into that slot captured) once."""
+        size = transform.src_hw if self.resize_on == 'device' else transform.dst_hw
+        key = (size, slot)
         stage = self._stages.get(key)
         if stage is not None:
             self._stages.move_to_end(key)
@@ -248,12 +279,13 @@ class TorchPipeline:
         # The stage's closure holds the letterbox tables: a captured graph reads them.
         letterbox_into = DeviceLetterbox(source, self.device)
         rows = letterbox_into.source_rows
-        stage = _Stage(key, self.device, lambda frame: letterbox_into(frame, self.input),
-                       rows if len(rows) < key[0] else None)
+        out = self.input[slot:slot + 1]
+        stage = _Stage(size, self.device, lambda frame: letterbox_into(frame, out),
+                       rows if len(rows) < size[0] else None)
         if self.use_graphs:
             stage.letterbox.capture(self._stream)
         self._stages[key] = stage
-        if len(self._stages) > KEPT_SOURCE_SIZES:
+        if len(self._stages) > KEPT_SOURCE_SIZES * self.max_batch:
             self._stages.popitem(last=False)
         return stage
 
@@ -284,25 +316,26 @@ class TorchPipeline:
             return {name: tensor.numpy() for name, tensor in tensors.items()}
         arrays = {}
         for name, tensor in tensors.items():
-            if name not in self._host_outputs:
+            key = (name, tuple(tensor.shape))
+            if key not in self._host_outputs:
                 mirror = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-                self._host_outputs[name] = (mirror, mirror.numpy())
-            mirror, array = self._host_outputs[name]
+                self._host_outputs[key] = (mirror, mirror.numpy())
+            mirror, array = self._host_outputs[key]
             mirror.copy_(tensor, non_blocking=True)
             arrays[name] = array
         return arrays
 
-    def _finish(self, arrays: Mapping[str, np.ndarray], transform: LetterboxTransform,
-                config: NmsConfig) -> Detections:
+    def _finish(self, arrays: Mapping[str, np.ndarray], batch: _Batch, index: int,
+                transform: LetterboxTransform, config: NmsConfig) -> Detections:
         if self.limits is None:
-            return self._host_postprocess(arrays, transform)
-        packed = arrays['rows']
+            return self._host_postprocess(arrays, transform, index)
+        packed = arrays['rows'][index]
         kept, candidates, unsettled = packed[0, KEPT], packed[0, CANDIDATES], \
             packed[0, UNSETTLED]
         if candidates > packed.shape[0] - 2 or unsettled:
             self.fallbacks += 1
-            (output,) = self._outputs.values()
-            rows = postprocess_torch.non_max_suppression(output[0], config).cpu().numpy()
+            (output,) = batch.outputs.values()
+            rows = postprocess_torch.non_max_suppression(output[index], config).cpu().numpy()
         else:
             rows = packed[1:1 + min(int(kept), config.max_det)].copy()
         return rows_to_detections(rows, transform)
@@ -314,26 +347,36 @@ class TorchPipeline:
         Sets `stage_ms`: on CUDA, device stages from CUDA events on this pipeline's stream,
         read after the frame's one synchronisation, plus the host work around them.
         """
+        return self.run_batch((bgr,), (transform,), config, start)[0]
+
+    def run_batch(self, frames: Sequence[np.ndarray], transforms: Sequence[LetterboxTransform],
+                  config: NmsConfig, start: float) -> List[Detections]:
+        """Up to `max_batch` validated frames (transforms[i] of frames[i]) -> each one's
+        Detections, with one engine call and one synchronisation; `stage_ms` as `run`
+        sets it, for the whole batch."""
         import torch
 
         stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
         with torch.inference_mode(), stream:
-            stage = self._stage(transform)
+            stages = [self._stage(transform, slot) for slot, transform in enumerate(transforms)]
             if self.limits is not None:
                 self.limits.apply(config)
+            batch = self._batch(len(stages))
             enqueued = time.perf_counter()
             self._mark(0)
-            self._upload(stage, bgr, transform)
-            stage.letterbox()
+            for stage, bgr, transform in zip(stages, frames, transforms):
+                self._upload(stage, bgr, transform)
+                stage.letterbox()
             self._mark(1)
-            self._outputs = self._forward()
+            batch.outputs = batch.forward()
             self._mark(2)
-            arrays = self._download(self._decode())
+            arrays = self._download(batch.decode())
             self._mark(3)
             if self.cuda:
                 self._marks[3].synchronize()
             synced = time.perf_counter()
-            detections = self._finish(arrays, transform, config)
+            detections = [self._finish(arrays, batch, index, transform, config)
+                          for index, transform in enumerate(transforms)]
         done = time.perf_counter()
         self.stage_ms = ((enqueued - start) * 1e3 + self._elapsed_ms(0, 1),
                          self._elapsed_ms(1, 2),

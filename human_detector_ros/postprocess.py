@@ -10,13 +10,14 @@ from configuration:
 - EFFICIENT_NMS: four outputs of TensorRT's EfficientNMS plugin: num_dets [B, 1] int32,
   boxes [B, K, 4] xyxy, scores [B, K], classes [B, K].
 
-Only the first image of the batch is decoded (the engines take batch 1).
+Every image of the batch is decoded on its own (`postprocess_batch`); `postprocess` decodes
+one image of it.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -103,9 +104,9 @@ def _describe(outputs: Sequence[TensorSpec]) -> str:
 def _unsupported(outputs: Sequence[TensorSpec], problem: str) -> ModelLoadError:
     return ModelLoadError(
         f'Unsupported model outputs ({_describe(outputs)}): {problem}. Supported: one output '
-        '[1, 4+nc, N] (raw YOLOv8/YOLO11 detect head), one output [1, K, 6] (end-to-end: '
+        '[B, 4+nc, N] (raw YOLOv8/YOLO11 detect head), one output [B, K, 6] (end-to-end: '
         'Ultralytics nms=True, YOLOv10, YOLO26), or the four EfficientNMS_TRT outputs '
-        'num_dets [1, 1], boxes [1, K, 4], scores [1, K], classes [1, K]. Export a detection '
+        'num_dets [B, 1], boxes [B, K, 4], scores [B, K], classes [B, K]. Export a detection '
         'model with Ultralytics (`yolo export model=best.pt format=onnx`).')
 
 
@@ -179,8 +180,8 @@ def resolve_layout(outputs: Sequence[TensorSpec]) -> OutputLayout:
         raise _unsupported(outputs, f'output dtype {np.dtype(spec.dtype).name} is not float')
     if len(shape) != 3:
         raise _unsupported(outputs, f'output rank {len(shape)}, expected 3')
-    if shape[0] not in (1, -1):
-        raise _unsupported(outputs, f'batch {shape[0]}, expected 1')
+    if shape[0] == 0 or shape[0] < -1:
+        raise _unsupported(outputs, f'batch {shape[0]}')
     if shape[2] == 6:
         return OutputLayout.END_TO_END
     if shape[1] >= 5:
@@ -264,14 +265,14 @@ def filter_detections(rows: np.ndarray, config: NmsConfig) -> np.ndarray:
     return rows[np.flatnonzero(wanted)[:config.max_det]]
 
 
-def efficient_nms_rows(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """EfficientNMS outputs of the first image -> (num_dets, 6) float32 rows."""
+def efficient_nms_rows(outputs: Mapping[str, np.ndarray], index: int = 0) -> np.ndarray:
+    """EfficientNMS outputs of image `index` of the batch -> (num_dets, 6) float32 rows."""
     specs = [TensorSpec(name, tuple(array.shape), array.dtype) for name, array in outputs.items()]
     roles = efficient_nms_roles(specs)
-    count = int(np.asarray(outputs[roles['num_dets']]).reshape(-1)[0])
-    boxes = np.asarray(outputs[roles['boxes']])[0, :count]
-    scores = np.asarray(outputs[roles['scores']])[0, :count]
-    classes = np.asarray(outputs[roles['classes']])[0, :count]
+    count = int(np.asarray(outputs[roles['num_dets']])[index].reshape(-1)[0])
+    boxes = np.asarray(outputs[roles['boxes']])[index, :count]
+    scores = np.asarray(outputs[roles['scores']])[index, :count]
+    classes = np.asarray(outputs[roles['classes']])[index, :count]
     return np.concatenate([boxes.astype(np.float32), scores.astype(np.float32)[:, None],
                            classes.astype(np.float32)[:, None]], axis=1)
 
@@ -285,15 +286,28 @@ def rows_to_detections(rows: np.ndarray, transform: LetterboxTransform) -> Detec
                       class_ids=np.rint(rows[:, 5]).astype(np.int64))
 
 
-def postprocess(outputs: Mapping[str, np.ndarray], layout: OutputLayout, config: NmsConfig,
-                transform: LetterboxTransform) -> Detections:
-    """Named engine outputs -> Detections in source pixels. The outputs are not modified."""
+def decode_rows(outputs: Mapping[str, np.ndarray], layout: OutputLayout, config: NmsConfig,
+                index: int = 0) -> np.ndarray:
+    """Image `index` of a batch of named engine outputs -> (M, 6) float32 rows x1, y1, x2,
+    y2, score, class in letterbox pixels. The outputs are not modified."""
     if layout is OutputLayout.EFFICIENT_NMS:
-        rows = filter_detections(efficient_nms_rows(outputs), config)
-    else:
-        (output,) = outputs.values()
-        if layout is OutputLayout.RAW:
-            rows = non_max_suppression(output[0], config)
-        else:
-            rows = filter_detections(output[0], config)
-    return rows_to_detections(rows, transform)
+        return filter_detections(efficient_nms_rows(outputs, index), config)
+    (output,) = outputs.values()
+    if layout is OutputLayout.RAW:
+        return non_max_suppression(output[index], config)
+    return filter_detections(output[index], config)
+
+
+def postprocess(outputs: Mapping[str, np.ndarray], layout: OutputLayout, config: NmsConfig,
+                transform: LetterboxTransform, index: int = 0) -> Detections:
+    """Image `index` of the named engine outputs -> Detections in its source pixels."""
+    return rows_to_detections(decode_rows(outputs, layout, config, index), transform)
+
+
+def postprocess_batch(outputs: Mapping[str, np.ndarray], layout: OutputLayout,
+                      config: NmsConfig, transforms: Sequence[LetterboxTransform]
+                      ) -> List[Detections]:
+    """Named engine outputs of len(transforms) images -> each image's Detections in its own
+    source pixels (transforms[i] letterboxed image i)."""
+    return [postprocess(outputs, layout, config, transform, index)
+            for index, transform in enumerate(transforms)]

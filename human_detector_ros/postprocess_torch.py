@@ -92,16 +92,17 @@ def non_max_suppression(prediction: torch.Tensor, config: NmsConfig) -> torch.Te
 
 
 def postprocess(outputs: Mapping[str, torch.Tensor], layout: OutputLayout, config: NmsConfig,
-                transform: LetterboxTransform) -> Detections:
-    """Named output tensors -> Detections in source pixels (numpy, on the CPU)."""
+                transform: LetterboxTransform, index: int = 0) -> Detections:
+    """Image `index` of the named output tensors -> Detections in its source pixels (numpy,
+    on the CPU)."""
     if layout is OutputLayout.RAW:
         (output,) = outputs.values()
-        rows = non_max_suppression(output[0], config).cpu().numpy()
+        rows = non_max_suppression(output[index], config).cpu().numpy()
     else:
         arrays = {name: tensor.detach().cpu().numpy() for name, tensor in outputs.items()}
         if layout is OutputLayout.EFFICIENT_NMS:
-            rows = filter_detections(efficient_nms_rows(arrays), config)
+            rows = filter_detections(efficient_nms_rows(arrays, index), config)
         else:
             (output,) = arrays.values()
-            rows = filter_detections(output[0], config)
+            rows = filter_detections(output[index], config)
     return rows_to_detections(rows, transform)

@@ -22,11 +22,12 @@ class OnnxThroughTorch(Engine):
     the CPU. `infer` replaces the engine's own numpy inference (e.g. a caching one)."""
 
     backend = 'onnxruntime'
+    runs_torch = True
 
     def __init__(self, engine: Engine,
                  infer: Optional[Callable[[np.ndarray], Dict[str, np.ndarray]]] = None) -> None:
         super().__init__(engine.model_path, 'cpu', engine.inputs, engine.outputs,
-                         engine.metadata)
+                         engine.metadata, engine.max_batch)
         self.inner = engine
         self._infer = infer or engine.infer
 

@@ -84,7 +84,7 @@ def test_first_start_builds_and_caches_second_start_reuses(
     assert len(names) == 1 and engine.model_path == cache / names[0]
     precision = 'typed' if version.startswith('11') else 'fp16'
     assert names[0].startswith('people.') and names[0].endswith(
-        f'.trt{version}.stand-in-gpu.sm87.{precision}.engine')
+        f'.trt{version}.stand-in-gpu.sm87.{precision}.b1.engine')
     log = caplog.text
     assert 'Building a TensorRT engine from' in log and 'Jetson' in log
     assert 'Built the TensorRT engine in' in log
@@ -321,7 +321,7 @@ def test_cli_builds_the_engine_and_shows_the_progress(monkeypatch, tmp_path, onn
     assert 'Building a TensorRT engine from' in capsys.readouterr().err
     summary = json.loads((tmp_path / 'out' / 'detections.json').read_text())
     assert summary['backend'] == 'tensorrt' and summary['images'][0]['detections']
-    assert summary['model'].endswith('.fp32.engine')
+    assert summary['model'].endswith('.fp32.b1.engine')
     assert main(arguments) == 0 and standin.trt.builds == 1
     assert 'Using the cached TensorRT engine' in capsys.readouterr().err
 

@@ -221,7 +221,7 @@ def test_device_resize_uploads_only_the_rows_it_reads(tiny_path, device):
             expected = numpy_path(image)
             assert len(expected) > 0
             compare(ours(image), expected)
-        stage = ours.torch_pipeline._stages[hw]
+        stage = ours.torch_pipeline._stages[(hw, 0)]
         assert stage.host.shape == stage.frame.shape == (uploaded, hw[1], 3)
         assert (stage.rows is None) == (uploaded == hw[0])
 
@@ -274,7 +274,7 @@ def test_buffers_are_allocated_once(tiny_path, device):
     frames = [_sample('camera.png', (720, 1280)), _sample('astronaut.png', (720, 1280))]
     for frame in frames:
         detector(frame)
-    stage = pipeline._stages[(720, 1280)]
+    stage = pipeline._stages[((720, 1280), 0)]
     pointers = (pipeline.input.data_ptr(), stage.frame.data_ptr(), stage.host.data_ptr())
     # Earlier tests' pipelines (reference cycles) must not be collected mid-measurement.
     gc.collect()
@@ -283,7 +283,7 @@ def test_buffers_are_allocated_once(tiny_path, device):
         detector(frame)
     assert (pipeline.input.data_ptr(), stage.frame.data_ptr(),
             stage.host.data_ptr()) == pointers
-    assert list(pipeline._stages) == [(720, 1280)]
+    assert list(pipeline._stages) == [((720, 1280), 0)]
     if device == 'cuda':
         assert torch.cuda.memory_allocated() == allocated
 
@@ -292,9 +292,9 @@ def test_least_recently_used_source_size_is_dropped(tiny_path):
     detector = HumanDetector(tiny_path, device='cpu', pipeline='torch', conf_threshold=0.25)
     sizes = [(300 + 10 * index, 500) for index in range(KEPT_SOURCE_SIZES + 1)]
     first = [detector(_sample('camera.png', hw)) for hw in sizes]
-    assert list(detector.torch_pipeline._stages) == sizes[1:]
+    assert list(detector.torch_pipeline._stages) == [(hw, 0) for hw in sizes[1:]]
     _assert_equal(detector(_sample('camera.png', sizes[0])), first[0])
-    assert list(detector.torch_pipeline._stages) == sizes[2:] + sizes[:1]
+    assert list(detector.torch_pipeline._stages) == [(hw, 0) for hw in sizes[2:] + sizes[:1]]
 
 
 def test_too_many_candidates_fall_back_to_the_exact_nms(tiny_path):
@@ -334,7 +334,8 @@ def test_cuda_graphs_replay_with_one_synchronisation(tiny_path, resize_on):
     frame = _sample('camera.png', (1080, 1920))
     first = detector(frame)
     stage = next(iter(pipeline._stages.values()))
-    assert pipeline._forward.graph is not None and pipeline._decode.graph is not None
+    assert pipeline._batches[1].forward.graph is not None
+    assert pipeline._batches[1].decode.graph is not None
     assert stage.letterbox.graph is not None and pipeline.fallbacks == 0
     torch.cuda.set_sync_debug_mode('error')
     try:
@@ -362,7 +363,7 @@ def test_cuda_capture_failure_runs_eagerly(tiny_path, monkeypatch, caplog):
     eager = HumanDetector(tiny_path, device='cuda', pipeline='torch', resize_on='host',
                           conf_threshold=0.25)
     assert 'capture refused for this test' in caplog.text
-    assert eager.torch_pipeline._forward.graph is None
+    assert eager.torch_pipeline._batches[1].forward.graph is None
     frame = _sample('astronaut.png', (720, 1280))
     _assert_close(eager(frame), numpy_path(frame))
     _assert_close(ours(frame), numpy_path(frame))

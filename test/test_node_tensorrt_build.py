@@ -61,7 +61,7 @@ def test_node_builds_the_engine_from_onnx_then_reuses_it(rclpy_context, start_pr
         assert f'{namespace}.human_detector]: {text}' in output, output
         assert ('Built the TensorRT engine in' in output) == (start == 0), output
         engines = sorted(cache.iterdir())
-        assert len(engines) == 1 and engines[0].name.endswith('.fp32.engine')
+        assert len(engines) == 1 and engines[0].name.endswith('.fp32.b1.engine')
         assert f'tensorrt on cuda:0: {engines[0]}' in output, output
         assert node.stop() == 0, output
 

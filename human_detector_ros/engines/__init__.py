@@ -5,20 +5,49 @@ model of their kind is loaded, so this package imports with numpy alone.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import pathlib
 import zipfile
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple, Type, Union
 
 from human_detector_ros.engines.base import Engine, ModelMetadata, TensorSpec, parse_device
 from human_detector_ros.errors import ModelLoadError
 from human_detector_ros.model_metadata import has_engine_header
 
-__all__ = ['BACKENDS', 'Engine', 'ModelMetadata', 'TensorSpec', 'detect_backend', 'load_engine']
+__all__ = ['BACKENDS', 'Backend', 'Engine', 'ModelMetadata', 'REGISTRY', 'TensorSpec',
+           'detect_backend', 'load_engine']
 
-BACKENDS = ('onnxruntime', 'tensorrt', 'torchscript')
-TENSORRT_SUFFIXES = ('.engine', '.plan', '.trt')
-TORCHSCRIPT_SUFFIXES = ('.torchscript', '.pt', '.pth', '.ptl')
+
+@dataclass(frozen=True)
+class Backend:
+    """One inference backend: its name, the class that runs it and the file suffixes it owns.
+
+    engine_class: 'module:Class' of its Engine subclass, imported only when a model of this
+    kind is loaded (so this package imports with numpy alone). suffixes: lower-case file
+    extensions that name this backend's files when the content does not tell.
+    """
+
+    name: str
+    engine_class: str
+    suffixes: Tuple[str, ...]
+
+    def load_class(self) -> Type[Engine]:
+        module, _, name = self.engine_class.partition(':')
+        return getattr(importlib.import_module(module), name)
+
+
+_PACKAGE = 'human_detector_ros.engines'
+REGISTRY: Dict[str, Backend] = {backend.name: backend for backend in (
+    Backend('onnxruntime', f'{_PACKAGE}.onnxruntime_engine:OnnxRuntimeEngine', ('.onnx',)),
+    Backend('tensorrt', f'{_PACKAGE}.tensorrt_engine:TensorRTEngine',
+            ('.engine', '.plan', '.trt')),
+    Backend('torchscript', f'{_PACKAGE}.torchscript_engine:TorchScriptEngine',
+            ('.torchscript', '.pt', '.pth', '.ptl')),
+)}
+"""Every backend, by name: the one place a new backend is added."""
+BACKENDS = tuple(REGISTRY)
 _ZIP_MAGIC = b'PK\x03\x04'
 _SNIFF_BYTES = 64
 # Field tags that can follow ir_version (field 1) at the start of an ONNX ModelProto.
@@ -59,16 +88,17 @@ def detect_backend(path: pathlib.Path) -> str:
         return _zip_backend(path)
     if has_engine_header(head):
         return 'tensorrt'
-    if suffix == '.onnx' or _looks_like_onnx(head):
+    if suffix in REGISTRY['onnxruntime'].suffixes or _looks_like_onnx(head):
         return 'onnxruntime'
-    if suffix in TENSORRT_SUFFIXES:
-        return 'tensorrt'
-    if suffix in TORCHSCRIPT_SUFFIXES:
-        return _zip_backend(path)
+    for backend in REGISTRY.values():
+        if suffix in backend.suffixes:
+            # A zip-based format is told by its members (a checkpoint is refused there).
+            return _zip_backend(path) if backend.name == 'torchscript' else backend.name
     raise ModelLoadError(
         f'Cannot tell what kind of model {path} is: it is not ONNX, not a zip archive '
-        f'(TorchScript) and has no TensorRT extension. Rename it to .onnx, .engine/.plan/.trt '
-        f'or .torchscript, or pass the backend explicitly ({", ".join(BACKENDS)}).')
+        f'(TorchScript) and has no known extension. Rename it to one of '
+        f'{", ".join(s for b in REGISTRY.values() for s in b.suffixes)}, or pass the backend '
+        f'explicitly ({", ".join(BACKENDS)}).')
 
 
 def _check_file(path: pathlib.Path) -> None:
@@ -96,38 +126,40 @@ def _is_onnx(path: pathlib.Path) -> bool:
 
 def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
                 device: str = 'auto', tensorrt_precision: str = 'fp16',
-                tensorrt_cache_dir: Union[str, os.PathLike, None] = None) -> Engine:
+                tensorrt_cache_dir: Union[str, os.PathLike, None] = None,
+                max_batch: int = 1) -> Engine:
     """Load a model file into the backend that runs it.
 
     backend: 'auto' (from the file: ONNX, Ultralytics/TensorRT engine, TorchScript zip) or
-    one of BACKENDS. device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. An ONNX model with backend
-    'tensorrt' runs as a TensorRT engine built from it in `tensorrt_precision` ('fp16' or
-    'fp32') and cached in `tensorrt_cache_dir` (None: the package cache); see tensorrt_build.
+    one of BACKENDS. device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. max_batch (>= 1): the most
+    frames one `infer` call should take; a model with a dynamic batch axis is run (and a
+    TensorRT engine built from ONNX is profiled) up to it, a model with a fixed batch keeps
+    its own (see `Engine.max_batch`). An ONNX model with backend 'tensorrt' runs as a
+    TensorRT engine built from it in `tensorrt_precision` ('fp16' or 'fp32') and cached in
+    `tensorrt_cache_dir` (None: the package cache); see tensorrt_build.
     Raises ModelLoadError with what went wrong, the file, and how to fix it.
     """
     model_path = pathlib.Path(path).expanduser()
     _check_file(model_path)
     parse_device(device, model_path)
+    if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+        raise ModelLoadError(f'max_batch must be an integer >= 1 for model {model_path}, got '
+                             f'{max_batch!r}.')
     chosen: Optional[str] = backend.strip().lower() if isinstance(backend, str) else None
     if chosen == 'auto':
         chosen = detect_backend(model_path)
-    if chosen not in BACKENDS:
+    if chosen not in REGISTRY:
         raise ModelLoadError(
             f'Unknown backend {backend!r} for model {model_path}. Use "auto" or one of: '
             f'{", ".join(BACKENDS)}.')
+    engine_class = REGISTRY[chosen].load_class()
     built_from: Optional[pathlib.Path] = None
-    if chosen == 'onnxruntime':
-        from human_detector_ros.engines.onnxruntime_engine import OnnxRuntimeEngine as Backend
-    elif chosen == 'tensorrt':
-        from human_detector_ros.engines.tensorrt_engine import TensorRTEngine as Backend
-        if _is_onnx(model_path):
-            from human_detector_ros.engines.tensorrt_build import engine_for_onnx
-            built_from, model_path = model_path, engine_for_onnx(
-                model_path, device, tensorrt_precision, tensorrt_cache_dir)
-    else:
-        from human_detector_ros.engines.torchscript_engine import TorchScriptEngine as Backend
+    if chosen == 'tensorrt' and _is_onnx(model_path):
+        from human_detector_ros.engines.tensorrt_build import engine_for_onnx
+        built_from, model_path = model_path, engine_for_onnx(
+            model_path, device, tensorrt_precision, tensorrt_cache_dir, max_batch=max_batch)
     try:
-        engine = Backend(model_path, device)
+        engine = engine_class(model_path, device, max_batch=max_batch)
     except ModelLoadError as error:
         if built_from is None:
             raise

@@ -72,12 +72,12 @@ def parse_device(device: str, model_path: pathlib.Path) -> DeviceRequest:
 
 
 def validate_image_input(model_path: pathlib.Path, inputs: Tuple[TensorSpec, ...]) -> None:
-    """Raise ModelLoadError unless there is exactly one input shaped [1, 3, H, W].
+    """Raise ModelLoadError unless there is exactly one input shaped [B, 3, H, W].
 
-    The batch dimension may be 1 or dynamic; H and W may be dynamic.
+    The batch B may be fixed or dynamic; H and W may be dynamic.
     """
-    expected = ('The detector expects exactly one image input of shape [1, 3, H, W] '
-                '(batch 1 or dynamic, 3 colour channels, H and W fixed or dynamic), as '
+    expected = ('The detector expects exactly one image input of shape [B, 3, H, W] '
+                '(batch fixed or dynamic, 3 colour channels, H and W fixed or dynamic), as '
                 'Ultralytics exports a YOLO detector.')
     found = ', '.join(f'{spec.name} {list(spec.shape)}' for spec in inputs) or 'no inputs'
     problem = None
@@ -89,31 +89,46 @@ def validate_image_input(model_path: pathlib.Path, inputs: Tuple[TensorSpec, ...
             problem = f'its input is {found}, rank {len(shape)}'
         elif shape[1] != 3:
             problem = f'its input is {found}, with {shape[1]} channels'
-        elif shape[0] not in (1, -1):
+        elif shape[0] == 0 or shape[0] < -1:
             problem = f'its input is {found}, batch {shape[0]}'
     if problem is not None:
         raise ModelLoadError(
             f'Model {model_path} cannot be used: {problem}. {expected} Re-export the model '
-            f'with batch=1 (e.g. `yolo export model=best.pt format=onnx batch=1`).')
+            f'(e.g. `yolo export model=best.pt format=onnx batch=1`, or dynamic=True for a '
+            f'dynamic batch).')
 
 
 class Engine(abc.ABC):
-    """A loaded model: named input/output specs, metadata, and `infer`.
+    """A loaded model: named input/output specs, metadata, and `infer` on a batch of images.
 
-    Subclasses set `backend` and call `Engine.__init__` once their specs are known, before
-    they allocate anything that `close` must release.
+    Subclasses set `backend` (and `runs_torch` where they implement `infer_torch`) and call
+    `Engine.__init__` once their specs are known, before they allocate anything that `close`
+    must release.
+
+    Batches: `infer` takes [b, 3, H, W] for 1 <= b <= `max_batch` and returns outputs whose
+    leading dimension is b. An engine with a fixed batch N > 1 runs N (the frames padded up
+    to it, see `run_batch`); a batch-1-only model has `max_batch` 1 and its caller makes one
+    call per frame.
     """
 
     backend: str = ''
+    runs_torch: bool = False
+    """Whether `infer_torch(images) -> {name: tensor}` works: it takes a [b, 3, H, W] torch
+    tensor and returns the named outputs as tensors on the engine's `device`, enqueued on
+    torch's current stream."""
 
     def __init__(self, model_path: pathlib.Path, device: str, inputs: Tuple[TensorSpec, ...],
-                 outputs: Tuple[TensorSpec, ...], metadata: ModelMetadata) -> None:
+                 outputs: Tuple[TensorSpec, ...], metadata: ModelMetadata,
+                 max_batch: int = 1) -> None:
         validate_image_input(model_path, inputs)
         self.model_path = model_path
         self.device = device
         self.inputs = inputs
         self.outputs = outputs
         self.metadata = metadata
+        fixed = int(inputs[0].shape[0])
+        self.max_batch: int = fixed if fixed > 0 else max(1, int(max_batch))
+        """The most frames one `infer` call takes: a fixed batch, else what was asked for."""
 
     @property
     def input_hw(self) -> Tuple[int, int]:
@@ -125,39 +140,54 @@ class Engine(abc.ABC):
             return self.metadata.imgsz
         return DEFAULT_INPUT_HW
 
-    def expected_input_shape(self) -> Tuple[int, int, int, int]:
-        """The [1, 3, H, W] shape `infer` accepts."""
-        return (1, 3) + self.input_hw
+    def run_batch(self, batch: int) -> int:
+        """The batch the model runs for `batch` frames: its fixed batch, else `batch`."""
+        fixed = int(self.inputs[0].shape[0])
+        return fixed if fixed > 0 else batch
+
+    def expected_input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
+        """The [batch, 3, H, W] shape `infer` accepts."""
+        return (batch, 3) + self.input_hw
 
     def check_shape(self, shape: Tuple[int, ...]) -> None:
-        """InferenceError unless `shape` is the [1, 3, H, W] that `infer` accepts."""
-        expected = self.expected_input_shape()
-        if tuple(shape) != expected:
+        """InferenceError unless `shape` is a [b, 3, H, W] that `infer` accepts."""
+        shape = tuple(shape)
+        if len(shape) != 4 or not 1 <= shape[0] <= self.max_batch or \
+                shape[1:] != self.expected_input_shape()[1:]:
+            batch = '1' if self.max_batch == 1 else f'1..{self.max_batch}'
+            expected = ', '.join([batch] + [str(dim) for dim in self.expected_input_shape()[1:]])
             raise InferenceError(
                 f'{self.backend} engine {self.model_path.name} expects input shape '
-                f'{list(expected)}, got {list(shape)}.')
+                f'[{expected}], got {list(shape)}.')
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
-        """`images` as a C-contiguous array of the input dtype; InferenceError on bad shape."""
+        """`images` as a C-contiguous array of the input dtype, zero-padded to `run_batch`
+        rows; InferenceError on a bad shape."""
         self.check_shape(images.shape)
-        return np.ascontiguousarray(images, dtype=self.inputs[0].dtype)
-
-    @property
-    def runs_torch(self) -> bool:
-        """Whether this engine has a working `infer_torch(images) -> {name: tensor}`.
-
-        `infer_torch` takes a [1, 3, H, W] torch tensor and returns the named outputs as
-        tensors on the engine's `device`, enqueued on torch's current stream.
-        """
-        return callable(getattr(self, 'infer_torch', None))
+        run = self.run_batch(images.shape[0])
+        if run == images.shape[0]:
+            return np.ascontiguousarray(images, dtype=self.inputs[0].dtype)
+        padded = np.zeros((run,) + images.shape[1:], dtype=self.inputs[0].dtype)
+        padded[:images.shape[0]] = images
+        return padded
 
     def torch_input(self) -> Any:
-        """The tensor `infer_torch` reads in place, for engines bound to one; None otherwise."""
+        """The tensor `infer_torch` reads in place, for engines bound to one; None otherwise.
+
+        Its leading dimension is `max_batch` (at least): `infer_torch` of its first b rows
+        reads them where they are.
+        """
         return None
+
+    def infer_torch(self, images: Any) -> Dict[str, Any]:
+        """[b, 3, H, W] torch tensor -> {output name: tensor}; only where `runs_torch`."""
+        raise InferenceError(f'{self.backend} engine {self.model_path.name} does not run torch '
+                             f'tensors.')
 
     @abc.abstractmethod
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        """[1, 3, H, W] array in the input dtype -> {output name: array}, owned by the caller."""
+        """[b, 3, H, W] array (1 <= b <= max_batch) in the input dtype -> {output name:
+        array with leading dimension b}, owned by the caller."""
 
     def close(self) -> None:
         """Release the runtime's resources; the engine is unusable afterwards."""

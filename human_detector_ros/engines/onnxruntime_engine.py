@@ -84,11 +84,16 @@ def _providers(ort: Any, device: DeviceRequest) -> List[Any]:
 
 
 class OnnxRuntimeEngine(Engine):
-    """An ONNX model run by onnxruntime.InferenceSession."""
+    """An ONNX model run by onnxruntime.InferenceSession.
+
+    max_batch: the most frames per `infer` for a model with a dynamic batch axis (a fixed
+    batch is the model's own).
+    """
 
     backend = 'onnxruntime'
 
-    def __init__(self, model_path: pathlib.Path, device: str = 'auto') -> None:
+    def __init__(self, model_path: pathlib.Path, device: str = 'auto',
+                 max_batch: int = 1) -> None:
         request = parse_device(device, model_path)
         try:
             import onnxruntime as ort
@@ -125,17 +130,21 @@ class OnnxRuntimeEngine(Engine):
         metadata = metadata_from_mapping(session.get_modelmeta().custom_metadata_map,
                                          model_path)
         super().__init__(model_path, request.cuda_name if on_gpu else 'cpu', inputs, outputs,
-                         metadata)
+                         metadata, max_batch)
         self._output_names: Tuple[str, ...] = tuple(spec.name for spec in outputs)
 
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        """[1, 3, H, W] array -> {output name: array} (converted to the input dtype if needed)."""
+        """[b, 3, H, W] array -> {output name: array with leading dimension b} (the input
+        converted to the input dtype, and padded to a fixed batch, if needed)."""
+        batch = images.shape[0]
         feed = {self.inputs[0].name: self.check_images(images)}
         try:
             results = self._session.run(self._output_names, feed)
         except Exception as error:  # onnxruntime raises its own unrelated exception types
             raise InferenceError(
                 f'onnxruntime failed on {self.model_path.name}: {error}') from None
+        if self.run_batch(batch) != batch:  # padded: the pad rows' outputs are dropped
+            results = [result[:batch] for result in results]
         return dict(zip(self._output_names, results))
 
     def close(self) -> None:

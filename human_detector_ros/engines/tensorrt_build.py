@@ -100,13 +100,13 @@ def gpu_identity(device_index: int, model_path: pathlib.Path) -> GpuIdentity:
 
 
 def cache_file_name(onnx_path: pathlib.Path, onnx_sha256: str, tensorrt_version: str,
-                    gpu: GpuIdentity, precision: str) -> str:
-    """`<stem>.<sha256[:16]>.trt<version>.<gpu>.sm<cc>.<precision>.engine`: every part of the
-    key readable in the name."""
+                    gpu: GpuIdentity, precision: str, max_batch: int = 1) -> str:
+    """`<stem>.<sha256[:16]>.trt<version>.<gpu>.sm<cc>.<precision>.b<max_batch>.engine`:
+    every part of the key readable in the name."""
     gpu_slug = _SLUG.sub('-', gpu.name).strip('-').lower() or 'gpu'
     stem = _SLUG.sub('-', onnx_path.stem).strip('-') or 'model'
     return (f'{stem}.{onnx_sha256[:16]}.trt{tensorrt_version}.{gpu_slug}'
-            f'.sm{gpu.compute_capability.replace(".", "")}.{precision}.engine')
+            f'.sm{gpu.compute_capability.replace(".", "")}.{precision}.b{max_batch}.engine')
 
 
 def _network_flags(trt: Any, builder: Any) -> int:
@@ -142,9 +142,10 @@ def _effective_precision(trt: Any, builder: Any, precision: str, gpu: GpuIdentit
 
 
 def _add_profile_for_dynamic_inputs(builder: Any, network: Any, config: Any,
-                                    imgsz: Optional[tuple]) -> None:
-    # A network with dynamic input dimensions does not build without an optimization profile;
-    # the detector runs batch 1 at one size, so min = opt = max.
+                                    imgsz: Optional[tuple], max_batch: int = 1) -> None:
+    # A network with dynamic input dimensions does not build without an optimization profile.
+    # The detector runs one image size, so H and W are fixed; a dynamic batch runs 1 to
+    # max_batch images, tuned for max_batch (opt = max).
     profile = None
     height, width = imgsz or DEFAULT_INPUT_HW
     for index in range(network.num_inputs):
@@ -152,12 +153,13 @@ def _add_profile_for_dynamic_inputs(builder: Any, network: Any, config: Any,
         shape = tuple(int(dim) for dim in tensor.shape)
         if all(dim >= 0 for dim in shape):
             continue
-        wanted = (1, 3, height, width) if len(shape) == 4 else (1,) * len(shape)
-        fixed = tuple(dim if dim >= 0 else wanted[i] for i, dim in enumerate(shape))
+        wanted = (max_batch, 3, height, width) if len(shape) == 4 else (1,) * len(shape)
+        largest = tuple(dim if dim >= 0 else wanted[i] for i, dim in enumerate(shape))
+        smallest = (min(largest[0], 1),) + largest[1:] if shape[0] < 0 else largest
         profile = profile or builder.create_optimization_profile()
-        profile.set_shape(tensor.name, fixed, fixed, fixed)
-        LOG.info('ONNX input %s %s is dynamic: building the engine for %s.', tensor.name,
-                 list(shape), list(fixed))
+        profile.set_shape(tensor.name, smallest, largest, largest)
+        LOG.info('ONNX input %s %s is dynamic: building the engine for %s to %s.',
+                 tensor.name, list(shape), list(smallest), list(largest))
     if profile is not None:
         config.add_optimization_profile(profile)
 
@@ -207,10 +209,11 @@ def _progress_monitor(trt: Any) -> Any:
 
 def build_serialized_engine(trt: Any, onnx_bytes: bytes, onnx_path: pathlib.Path,
                             precision: str, gpu: GpuIdentity,
-                            imgsz: Optional[tuple] = None) -> bytes:
+                            imgsz: Optional[tuple] = None, max_batch: int = 1) -> bytes:
     """The serialized TensorRT plan of an ONNX model, built for the current CUDA device.
 
-    precision: 'fp16' or 'fp32' (see `_effective_precision`). Raises ModelLoadError with the
+    precision: 'fp16' or 'fp32' (see `_effective_precision`). max_batch: a dynamic batch axis
+    gets the profile min 1, opt = max = max_batch. Raises ModelLoadError with the
     OnnxParser's error descriptions, or with TensorRT's log when the build returns None.
     """
     from human_detector_ros.engines.tensorrt_engine import _make_logger
@@ -231,7 +234,7 @@ def build_serialized_engine(trt: Any, onnx_bytes: bytes, onnx_path: pathlib.Path
     effective = _effective_precision(trt, builder, precision, gpu)
     if effective == 'fp16':
         config.set_flag(trt.BuilderFlag.FP16)
-    _add_profile_for_dynamic_inputs(builder, network, config, imgsz)
+    _add_profile_for_dynamic_inputs(builder, network, config, imgsz, max_batch)
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
@@ -282,12 +285,15 @@ def _prepare_cache_dir(cache_dir: pathlib.Path, onnx_path: pathlib.Path) -> None
 
 def engine_for_onnx(onnx_path: pathlib.Path, device: str = 'auto',
                     precision: str = DEFAULT_PRECISION,
-                    cache_dir: Union[str, os.PathLike, None] = None) -> pathlib.Path:
+                    cache_dir: Union[str, os.PathLike, None] = None,
+                    max_batch: int = 1) -> pathlib.Path:
     """The cached TensorRT engine for `onnx_path` on this machine; built first if missing.
 
     device: 'auto' | 'cuda' | 'cuda:N' (the engine is built for that GPU). precision: 'fp16'
-    or 'fp32'. cache_dir: None or '' for `default_cache_dir()`. Building takes seconds on a
-    desktop GPU and minutes on a Jetson. Raises ModelLoadError with the cause and the fix.
+    or 'fp32'. cache_dir: None or '' for `default_cache_dir()`. max_batch: the largest batch
+    of a dynamic batch axis (part of the cache key; a fixed batch stays the model's own).
+    Building takes seconds on a desktop GPU and minutes on a Jetson. Raises ModelLoadError
+    with the cause and the fix.
     """
     if precision not in PRECISIONS:
         raise ModelLoadError(
@@ -316,7 +322,7 @@ def engine_for_onnx(onnx_path: pathlib.Path, device: str = 'auto',
     key_precision = precision if hasattr(trt.BuilderFlag, 'FP16') else 'typed'
     folder = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     path = folder / cache_file_name(onnx_path, onnx_sha256, trt.__version__, gpu,
-                                    key_precision)
+                                    key_precision, max_batch)
     if path.is_file():
         LOG.info('Using the cached TensorRT engine %s (built from %s).', path, onnx_path)
         return path
@@ -326,11 +332,13 @@ def engine_for_onnx(onnx_path: pathlib.Path, device: str = 'auto',
              'or more on a Jetson; it happens once, the engine is cached as %s.', onnx_path,
              trt.__version__, gpu.name, gpu.compute_capability, key_precision, path)
     started = time.monotonic()
-    plan = build_serialized_engine(trt, onnx_bytes, onnx_path, precision, gpu, imgsz)
+    plan = build_serialized_engine(trt, onnx_bytes, onnx_path, precision, gpu, imgsz,
+                                   max_batch)
     del onnx_bytes
     header = dict(raw_metadata, built_from=str(onnx_path), onnx_sha256=onnx_sha256,
                   tensorrt_version=trt.__version__, gpu=gpu.name,
-                  compute_capability=gpu.compute_capability, precision=key_precision)
+                  compute_capability=gpu.compute_capability, precision=key_precision,
+                  max_batch=max_batch)
     encoded = json.dumps(header).encode('utf-8')
     try:
         _write_atomically(path, len(encoded).to_bytes(ENGINE_HEADER_LENGTH_BYTES, 'little')

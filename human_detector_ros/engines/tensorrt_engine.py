@@ -218,15 +218,16 @@ def plan_problem(plan: memoryview) -> Optional[str]:
 
 
 def choose_input_shape(engine_shape: Sequence[int], profile: Sequence[Sequence[int]],
-                       imgsz: Optional[Tuple[int, int]]) -> Optional[Tuple[int, ...]]:
-    """A [1, 3, H, W] shape for a dynamic input within the profile's [min, max], or None.
+                       imgsz: Optional[Tuple[int, int]], batch: int = 1
+                       ) -> Optional[Tuple[int, ...]]:
+    """A [batch, 3, H, W] shape for a dynamic input within the profile's [min, max], or None.
 
-    Batch 1; H, W from the metadata imgsz when the profile admits it, else the profile's opt.
+    H, W from the metadata imgsz when the profile admits it, else the profile's opt.
     """
     low, opt, high = profile
 
     def fill(hw: Sequence[int]) -> Tuple[int, ...]:
-        chosen = [1, 3, hw[0], hw[1]]
+        chosen = [batch, 3, hw[0], hw[1]]
         return tuple(dim if dim >= 0 else chosen[i] for i, dim in enumerate(engine_shape))
 
     candidates = ([fill(imgsz)] if imgsz is not None else []) + [fill(opt[2:])]
@@ -253,12 +254,16 @@ class TensorRTEngine(Engine):
     buffers: 'auto' (torch tensors where PyTorch sees the CUDA device, else cuda-python),
     'torch' or 'cuda-python' (see the module doc). `infer` works with either; `infer_torch`
     needs torch buffers (`runs_torch`).
+
+    Batches: an engine with a dynamic batch runs each call at its own batch (at least the
+    profile's min), up to max_batch clamped into the profile; one with a fixed batch N runs N,
+    the frames padded up to it. The buffers hold the largest batch and never move.
     """
 
     backend = 'tensorrt'
 
     def __init__(self, model_path: pathlib.Path, device: str = 'auto',
-                 buffers: str = 'auto') -> None:
+                 buffers: str = 'auto', max_batch: int = 1) -> None:
         request = parse_device(device, model_path)
         if request.kind == 'cpu':
             raise ModelLoadError(
@@ -324,9 +329,17 @@ class TensorRTEngine(Engine):
                 f'out of memory.')
         self._api = _io_api(trt, self._engine, self._context)
         metadata = metadata_from_mapping(header, model_path)
-        self._set_dynamic_input_shape(model_path, metadata.imgsz)
+        self._min_batch = 0  # the profile's min batch; 0: the batch is fixed
+        batch = self._set_dynamic_input_shape(model_path, metadata.imgsz, max_batch)
+        self._batch_now = batch
         inputs, outputs = self._resolved_specs(model_path)
-        super().__init__(model_path, request.cuda_name, inputs, outputs, metadata)
+        self._full: Dict[str, Tuple[int, ...]] = {spec.name: spec.shape
+                                                  for spec in inputs + outputs}
+        if self._min_batch and batch > 1:
+            inputs, outputs = ([TensorSpec(spec.name, (-1,) + spec.shape[1:], spec.dtype)
+                                for spec in specs] for specs in (inputs, outputs))
+        super().__init__(model_path, request.cuda_name, tuple(inputs), tuple(outputs),
+                         metadata, batch)
         self._allocate(model_path)
 
     @property
@@ -367,21 +380,42 @@ class TensorRTEngine(Engine):
         return tuple(specs)
 
     def _set_dynamic_input_shape(self, model_path: pathlib.Path,
-                                 imgsz: Optional[Tuple[int, int]]) -> None:
+                                 imgsz: Optional[Tuple[int, int]], max_batch: int) -> int:
+        """Set the largest input shape this engine will run; return its batch."""
         declared = self._specs(self._api.engine_shape, model_path)
         inputs = tuple(spec for spec in declared if self._api.is_input(spec.name))
         validate_image_input(model_path, inputs)
         spec = inputs[0]
         if -1 not in spec.shape:
-            return
+            return spec.shape[0]
         profile = self._api.profile(spec.name)
-        shape = choose_input_shape(spec.shape, profile, imgsz)
+        batch = spec.shape[0]
+        if batch < 0:
+            batch = min(max(max_batch, profile[0][0]), profile[2][0])
+        shape = choose_input_shape(spec.shape, profile, imgsz, batch)
         if shape is None or not self._api.set_input_shape(spec.name, shape):
             raise ModelLoadError(
                 f'TensorRT engine {model_path} has a dynamic input {spec.name} '
                 f'{list(spec.shape)} whose optimization profile (min, opt, max = '
-                f'{[list(dims) for dims in profile]}) admits no [1, 3, H, W] shape the detector '
-                f'can use (metadata imgsz {imgsz}). {REBUILD_HINT}')
+                f'{[list(dims) for dims in profile]}) admits no [{batch}, 3, H, W] shape the '
+                f'detector can use (metadata imgsz {imgsz}). {REBUILD_HINT}')
+        if spec.shape[0] < 0:
+            self._min_batch = max(1, profile[0][0])
+        return batch
+
+    def run_batch(self, batch: int) -> int:
+        """The batch the engine runs for `batch` frames: its fixed batch, else at least the
+        profile's min."""
+        return max(batch, self._min_batch) if self._min_batch else self.max_batch
+
+    def _use_batch(self, batch: int) -> None:
+        """Set a dynamic input to `batch` images (a host call, only when it changes)."""
+        if not self._min_batch or batch == self._batch_now:
+            return
+        spec = self.inputs[0]
+        if not self._api.set_input_shape(spec.name, (batch,) + self._full[spec.name][1:]):
+            raise self._execution_failed()
+        self._batch_now = batch
 
     def _resolved_specs(self, model_path: pathlib.Path
                         ) -> Tuple[Tuple[TensorSpec, ...], Tuple[TensorSpec, ...]]:
@@ -419,7 +453,8 @@ class TensorRTEngine(Engine):
         device = torch.device(self.device)
         for spec in self.inputs + self.outputs:
             dtype = torch.from_numpy(np.empty(0, spec.dtype)).dtype
-            self._tensors[spec.name] = torch.zeros(spec.shape, dtype=dtype, device=device)
+            self._tensors[spec.name] = torch.zeros(self._full[spec.name], dtype=dtype,
+                                                   device=device)
         # `infer` runs on a stream of its own: TensorRT synchronizes around the default one.
         self._stream = torch.cuda.Stream(device)
         return {name: tensor.data_ptr() for name, tensor in self._tensors.items()}
@@ -427,13 +462,14 @@ class TensorRTEngine(Engine):
     def _allocate_cuda_python(self) -> Dict[str, int]:
         self._stream = self._cuda.call('cudaStreamCreate')
         for spec in self.inputs + self.outputs:
-            nbytes = int(np.prod(spec.shape)) * spec.dtype.itemsize
+            shape = self._full[spec.name]
+            nbytes = int(np.prod(shape)) * spec.dtype.itemsize
             buffer = _Buffer(spec, nbytes, 0, 0, np.empty(0))
             self._buffers.append(buffer)
             buffer.device = self._cuda.call('cudaMalloc', nbytes)
             buffer.host_address = self._cuda.call('cudaMallocHost', nbytes)
             raw = (ctypes.c_uint8 * nbytes).from_address(buffer.host_address)
-            buffer.host = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.shape)
+            buffer.host = np.frombuffer(raw, dtype=spec.dtype).reshape(shape)
         return {buffer.spec.name: buffer.device for buffer in self._buffers}
 
     def _execution_failed(self) -> InferenceError:
@@ -442,20 +478,24 @@ class TensorRTEngine(Engine):
             f'TensorRT execution of {self.model_path.name} failed (TensorRT said: {said}).')
 
     def torch_input(self) -> Optional[torch.Tensor]:
-        """The bound input tensor (torch buffers, else None): `infer_torch` reads it in place.
+        """The bound input tensor, [max_batch, 3, H, W] (torch buffers, else None):
+        `infer_torch` reads it in place.
 
-        A caller that writes the network input here saves `infer_torch` a copy.
+        A caller that writes the network input here (the first b rows for b images) saves
+        `infer_torch` a copy.
         """
         return self._tensors.get(self.inputs[0].name)
 
     def infer_torch(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """[1, 3, H, W] torch tensor -> {output name: the engine's bound output tensor}.
+        """[b, 3, H, W] torch tensor -> {output name: the first b rows of the engine's bound
+        output tensor}.
 
         Enqueued on torch's current stream of the engine's device; nothing is waited for. Make
         that a stream of your own: TensorRT synchronizes around the default stream.
-        `images` (any device and float dtype) is copied into `torch_input()` unless it is that
-        tensor. The outputs are the engine's own tensors, overwritten by the next call. The
-        bound addresses never change, so a CUDA graph may capture this call (after one call
+        `images` (any device and float dtype) is copied into `torch_input()` unless it is
+        that tensor's first rows. A dynamic batch is set on the context when it changes. The
+        outputs are the engine's own tensors, overwritten by the next call. The bound
+        addresses never change, so a CUDA graph may capture this call (after one call
         outside the capture, as TensorRT asks). Raises InferenceError on a wrong shape, when
         TensorRT refuses to enqueue, when closed, or without torch buffers.
         """
@@ -465,42 +505,57 @@ class TensorRTEngine(Engine):
                 f'closed, or was loaded with cuda-python buffers (no PyTorch with CUDA).')
         self.check_shape(tuple(images.shape))
         torch = self._torch
+        batch = images.shape[0]
         source = self._tensors[self.inputs[0].name]
         with torch.cuda.device(self._device_index):
-            if images is not source:
-                source.copy_(images, non_blocking=True)
+            if images.data_ptr() != source.data_ptr() or images.device != source.device:
+                source[:batch].copy_(images, non_blocking=True)
+            self._use_batch(self.run_batch(batch))
             if not self._api.execute(torch.cuda.current_stream().cuda_stream):
                 raise self._execution_failed()
-        return {spec.name: self._tensors[spec.name] for spec in self.outputs}
+        return {spec.name: self._tensors[spec.name][:batch] if self._batched(spec.name)
+                else self._tensors[spec.name] for spec in self.outputs}
+
+    def _batched(self, name: str) -> bool:
+        """Whether output `name` leads with the batch (as the input does)."""
+        return self._full[name][:1] == self._full[self.inputs[0].name][:1]
 
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        """[1, 3, H, W] array -> {output name: array copied out of the engine's buffers}."""
+        """[b, 3, H, W] array -> {output name: its first b rows, copied out of the engine's
+        buffers}."""
         if self._context is None:
             raise InferenceError(f'TensorRT engine {self.model_path.name} is closed.')
         self.check_shape(images.shape)
+        batch, run = images.shape[0], self.run_batch(images.shape[0])
         if self._torch is not None:
             host = self.check_images(images)
             torch = self._torch
             with torch.cuda.stream(self._stream):
                 outputs = self.infer_torch(torch.from_numpy(
                     host if host.flags.writeable else host.copy()))
-                return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+                return {name: (tensor[:batch] if self._batched(name) else tensor).cpu().numpy()
+                        for name, tensor in outputs.items()}
         source = self._buffers[0]
-        np.copyto(source.host, images, casting='same_kind')
+        np.copyto(source.host[:batch], images, casting='same_kind')
         cuda, stream = self._cuda, self._stream
         try:
             cuda.call('cudaSetDevice', self._device_index)
-            cuda.host_to_device(source.device, source.host_address, source.nbytes, stream)
+            cuda.host_to_device(source.device, source.host_address,
+                                source.nbytes // source.host.shape[0] * run, stream)
+            self._use_batch(run)
             if not self._api.execute(int(stream)):
                 raise self._execution_failed()
             outputs = self._buffers[len(self.inputs):]
             for buffer in outputs:
-                cuda.device_to_host(buffer.host_address, buffer.device, buffer.nbytes, stream)
+                nbytes = buffer.nbytes // buffer.host.shape[0] * run \
+                    if self._batched(buffer.spec.name) else buffer.nbytes
+                cuda.device_to_host(buffer.host_address, buffer.device, nbytes, stream)
             cuda.call('cudaStreamSynchronize', stream)
         except CudaCallError as error:
             raise InferenceError(f'CUDA error in TensorRT engine {self.model_path.name}: '
                                  f'{error}') from None
-        return {buffer.spec.name: buffer.host.copy() for buffer in outputs}
+        return {buffer.spec.name: (buffer.host[:batch] if self._batched(buffer.spec.name)
+                                   else buffer.host).copy() for buffer in outputs}
 
     def close(self) -> None:
         """Free the buffers and the stream; drop context, engine, runtime."""

@@ -35,11 +35,18 @@ def torch_dtype(dtype: np.dtype) -> torch.dtype:
 
 
 class TorchScriptEngine(Engine):
-    """A TorchScript module (float32 or float16 parameters) loaded with torch.jit.load."""
+    """A TorchScript module (float32 or float16 parameters) loaded with torch.jit.load.
+
+    TorchScript declares no shapes: with max_batch > 1 one forward of two images at load
+    tells whether the module takes a batch (input [-1, 3, H, W], `max_batch` as asked) or
+    only one image (input [1, 3, H, W], `max_batch` 1).
+    """
 
     backend = 'torchscript'
+    runs_torch = True
 
-    def __init__(self, model_path: pathlib.Path, device: str = 'auto') -> None:
+    def __init__(self, model_path: pathlib.Path, device: str = 'auto',
+                 max_batch: int = 1) -> None:
         request = parse_device(device, model_path)
         try:
             import torch
@@ -75,7 +82,22 @@ class TorchScriptEngine(Engine):
         height, width = metadata.imgsz or DEFAULT_INPUT_HW
         inputs = (TensorSpec(INPUT_NAME, (1, 3, height, width), dtype),)
         outputs = self._probe_outputs(model_path, inputs[0])
-        super().__init__(model_path, str(self._device), inputs, outputs, metadata)
+        if max_batch > 1 and self._takes_batches(inputs[0]):
+            inputs = (TensorSpec(INPUT_NAME, (-1, 3, height, width), dtype),)
+            outputs = tuple(TensorSpec(spec.name, (-1,) + spec.shape[1:], spec.dtype)
+                            for spec in outputs)
+        super().__init__(model_path, str(self._device), inputs, outputs, metadata, max_batch)
+
+    def _takes_batches(self, spec: TensorSpec) -> bool:
+        """Whether a forward of two images gives outputs of two (a traced batch-1 module
+        fails or keeps batch 1)."""
+        torch = self._torch
+        zeros = torch.zeros((2,) + spec.shape[1:], dtype=self._torch_dtype, device=self._device)
+        try:
+            results = self._forward(zeros)
+        except Exception:  # a module traced for batch 1 may raise anything on batch 2
+            return False
+        return all(tensor.shape[0] == 2 for tensor in results.values())
 
     def _probe_outputs(self, model_path: pathlib.Path, spec: TensorSpec
                        ) -> Tuple[TensorSpec, ...]:
@@ -103,7 +125,8 @@ class TorchScriptEngine(Engine):
         return {f'output{i}': tensor for i, tensor in enumerate(results)}
 
     def infer_torch(self, images: Any) -> Dict[str, Any]:
-        """[1, 3, H, W] torch tensor -> {output name: tensor on this engine's device}.
+        """[b, 3, H, W] torch tensor, 1 <= b <= max_batch -> {output name: tensor on this
+        engine's device, leading dimension b}.
 
         The input is moved to the device and converted to the parameters' dtype if needed.
         """
@@ -116,7 +139,7 @@ class TorchScriptEngine(Engine):
                                  f'{error}') from None
 
     def infer(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        """[1, 3, H, W] numpy array -> {output name: numpy array}."""
+        """[b, 3, H, W] numpy array -> {output name: numpy array, leading dimension b}."""
         tensor = self._torch.from_numpy(self.check_images(images))
         results = self.infer_torch(tensor)
         return {name: value.cpu().numpy() for name, value in results.items()}

@@ -152,7 +152,8 @@ class HumanDetectorNode(LifecycleNode):
             model_path=self._values['engine_path'] or None,
             backend=self._values['backend'], device=self._values['device'],
             tensorrt_precision=self._values['tensorrt_precision'],
-            tensorrt_cache_dir=self._values['tensorrt_cache_dir'] or None)
+            tensorrt_cache_dir=self._values['tensorrt_cache_dir'] or None,
+            max_batch=self._values['max_batch'])
         self._detector.config = self._nms_config(self._values)
         self.health = PipelineHealth(no_image_warn_s=self._values['no_image_warn_s'])
         self._pipeline = self._make_pipeline()

@@ -11,12 +11,12 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from human_detector_ros.engines import BACKENDS
+from human_detector_ros.engines import REGISTRY
 from human_detector_ros.engines.base import is_device_name
 from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
 from human_detector_ros.errors import InvalidParameterError
 
-BACKEND_CHOICES = ('auto',) + BACKENDS
+BACKEND_CHOICES = ('auto',) + tuple(REGISTRY)
 INPUT_TRANSPORTS = ('raw', 'compressed')
 
 
@@ -120,6 +120,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'tensorrt: ' + '|'.join(PRECISIONS) + ' (fp16 builds fp32 on a GPU without '
                   'fast FP16; TensorRT 11 uses the ONNX model\'s own types)',
                   read_only=True, check=_one_of(PRECISIONS)),
+    ParameterSpec('max_batch', ParameterType.PARAMETER_INTEGER, 1,
+                  'Most frames one engine call takes, for a model with a dynamic batch axis; a '
+                  'TensorRT engine built from ONNX gets the batch profile 1 to max_batch (part '
+                  'of its cache key). A model with a fixed batch keeps its own',
+                  read_only=True, int_range=(1, 64)),
     ParameterSpec('tensorrt_cache_dir', ParameterType.PARAMETER_STRING, '',
                   'Folder for TensorRT engines built from ONNX; empty = '
                   '$HUMAN_DETECTOR_ROS_CACHE/engines, else ~/.cache/human_detector_ros/engines',

@@ -51,12 +51,14 @@ def _flatten(result: Any) -> List[Any]:
 
 def gpu_plan_bytes(torchscript_path: str, version: str, dtype: str = 'float32',
                    dynamic: bool = False, capturable: bool = True,
-                   imgsz: Sequence[int] = (640, 640), device: str = 'cuda') -> bytes:
+                   imgsz: Sequence[int] = (640, 640), device: str = 'cuda',
+                   batch: int = 1) -> bytes:
     """A stand-in plan that runs `torchscript_path` on the GPU, all I/O in `dtype`.
 
-    Input `images` [1, 3, *imgsz]; outputs `output0`, ... shaped as one forward on `device`
-    gives them. dynamic: the input is declared [-1, 3, -1, -1] (profile min [1, 3, 32, 32],
-    opt = max = the static shape), outputs [-1, C, -1] until the input shape is set.
+    Input `images` [batch, 3, *imgsz]; outputs `output0`, ... shaped as one forward on
+    `device` gives them. dynamic: the input is declared [-1, 3, -1, -1] (profile min
+    [1, 3, 32, 32], opt = max = [batch, 3, *imgsz]), outputs [-1, C, -1] until the input shape
+    is set; the batch of each call is the input's. Not dynamic: a fixed batch `batch`.
     """
     import torch
 
@@ -64,7 +66,7 @@ def gpu_plan_bytes(torchscript_path: str, version: str, dtype: str = 'float32',
 
     module = load_module(torchscript_path, torch.device(device))
     parameter_dtype = next(iter(module.parameters())).dtype
-    shape = [1, 3, int(imgsz[0]), int(imgsz[1])]
+    shape = [batch, 3, int(imgsz[0]), int(imgsz[1])]
     with torch.inference_mode():
         results = _flatten(module(torch.zeros(shape, dtype=parameter_dtype, device=device)))
     entries: List[Tuple[str, str, List[int]]] = [('images', 'input', shape)]
@@ -107,30 +109,32 @@ class GpuExecution:
         self.path = plan['torchscript']
         self.capturable = bool(plan.get('capturable', True))
         self.error, self.warn = error, warn
-        self.views: Dict[str, Tuple[int, Any]] = {}
+        self.views: Dict[str, Tuple[Any, Any]] = {}
         self.flushed_shapes: Optional[Dict[str, Tuple[int, ...]]] = None
 
     def _view(self, name: str, address: int, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
-        """The bound memory as a torch tensor, made again only when the address changes."""
+        """The bound memory as a torch tensor of `shape`, made again only when the address or
+        the shape changes."""
         import torch
 
         known = self.views.get(name)
-        if known is not None and known[0] == address:
+        if known is not None and known[0] == (address, shape):
             return known[1]
         tensor = torch.as_tensor(_DeviceMemory(address, shape, dtype))
         if tensor.device.type != 'cuda':
             raise ValueError(f'address {address:#x} is not device memory')
-        self.views[name] = (address, tensor)
+        self.views[name] = ((address, shape), tensor)
         return tensor
 
     def __call__(self, tensors: Sequence[Any], addresses: Dict[str, int],
                  shapes: Dict[str, Tuple[int, ...]], stream_handle: int) -> bool:
-        """Enqueue the module on `stream_handle`; False (and an error logged) on failure."""
+        """Enqueue the module on `stream_handle` at the run `shapes` of every tensor; False
+        (and an error logged) on failure."""
         import torch
 
         try:
             views = {tensor.name: self._view(tensor.name, addresses[tensor.name],
-                                             tensor.runtime_shape, tensor.numpy_dtype)
+                                             shapes[tensor.name], tensor.numpy_dtype)
                      for tensor in tensors}
         except (RuntimeError, TypeError, ValueError) as failure:
             self.error(f'Error Code 1: Cuda Runtime (an illegal memory access was encountered: '
@@ -165,7 +169,7 @@ class GpuExecution:
                            f'declares {len(outputs)}')
                 return False
             for tensor, result in zip(outputs, results):
-                views[tensor.name].copy_(result.reshape(tensor.runtime_shape))
+                views[tensor.name].copy_(result.reshape(shapes[tensor.name]))
             if stream_handle == 0:
                 torch.cuda.synchronize(device)
         if not capturing:

@@ -64,22 +64,26 @@ def onnx_session(onnx_path: str) -> Any:
 def plan_bytes(onnx_path: str, version: str, dtype: str = 'float32', dynamic: bool = False,
                compute_capability: str = DEFAULT_COMPUTE_CAPABILITY,
                profile: Optional[Sequence[Sequence[int]]] = None,
-               tensors: Optional[List[Dict[str, Any]]] = None) -> bytes:
-    """A stand-in plan for `onnx_path` with all I/O in `dtype`.
+               tensors: Optional[List[Dict[str, Any]]] = None, batch: int = 1) -> bytes:
+    """A stand-in plan for `onnx_path` with all float I/O in `dtype`.
 
     dynamic: the input is declared [-1, 3, -1, -1] with profile `profile` (default min
-    [1, 3, 32, 32], opt = max = the model's static shape), outputs [-1, C, -1] until the input
-    shape is set. `tensors` replaces the derived tensor list (to describe unusual engines).
+    [1, 3, 32, 32], opt = max = the model's shape at batch `batch`), outputs [-1, C, -1] until
+    the input shape is set. Not dynamic: every tensor has the fixed batch `batch` (a batch-1
+    ONNX model then runs once per image, as an engine built for that batch computes the
+    same). `tensors` replaces the derived tensor list (to describe unusual engines).
     """
     if tensors is None:
         session = onnx_session(onnx_path)
         tensors = []
         for mode, nodes in (('input', session.get_inputs()), ('output', session.get_outputs())):
             for node in nodes:
-                shape = [int(dim) for dim in node.shape]
+                shape = [batch] + [int(dim) for dim in node.shape[1:]]
                 declared = list(shape)
-                entry: Dict[str, Any] = {'name': node.name, 'mode': mode, 'dtype': dtype,
-                                         'runtime_shape': shape}
+                # Integer tensors (EfficientNMS counts and classes) keep their own type.
+                own = {'tensor(int32)': 'int32', 'tensor(int64)': 'int64'}.get(node.type)
+                entry: Dict[str, Any] = {'name': node.name, 'mode': mode,
+                                         'dtype': own or dtype, 'runtime_shape': shape}
                 if dynamic:
                     dims = (0, 2, 3) if mode == 'input' else (0, len(shape) - 1)
                     for dim in dims:
@@ -290,13 +294,33 @@ def build_module(version: str = '10.3.0',
             self.shapes[name] = shape
             return True
 
+        def _run_shape(self, tensor: Any) -> Tuple[int, ...]:
+            """The shape `tensor` runs at: its runtime shape, with the input's batch where
+            its batch is dynamic (the stand-in runs one image size, any batch)."""
+            if tensor.shape[0] != -1:
+                return tensor.runtime_shape
+            batch = next(iter(self.shapes.values()))[0]
+            return (batch,) + tensor.runtime_shape[1:]
+
         def _shape(self, name: str) -> Dims:
             tensor = self.engine.by_name[name]
             if tensor.is_input:
                 return Dims(self.shapes[name])
             if any(-1 in shape for shape in self.shapes.values()):
                 return Dims(tensor.shape)
-            return Dims(tensor.runtime_shape)
+            return Dims(self._run_shape(tensor))
+
+        def _run_onnx(self, session: Any, feeds: Dict[str, np.ndarray],
+                      names: List[str]) -> List[np.ndarray]:
+            """The ONNX model on `feeds`; one image at a time where the model's batch is a
+            fixed 1 and the engine's is not (the same arithmetic per image)."""
+            declared = session.get_inputs()[0].shape[0]
+            batch = next(iter(feeds.values())).shape[0]
+            if declared != 1 or batch == 1:
+                return session.run(names, feeds)
+            parts = [session.run(names, {name: value[i:i + 1] for name, value in feeds.items()})
+                     for i in range(batch)]
+            return [np.concatenate(pieces) for pieces in zip(*parts)]
 
         def _execute(self, addresses: Dict[str, int], stream_handle: Any) -> bool:
             if not isinstance(stream_handle, int):
@@ -313,12 +337,13 @@ def build_module(version: str = '10.3.0',
                     self._error(f'IExecutionContext::enqueue: Error Code 3: API Usage Error '
                                 f'(Address is not set for tensor {tensor.name}.)')
                     return False
-                if tuple(self._shape(tensor.name)) != tensor.runtime_shape:
+                if tuple(self._shape(tensor.name)) != self._run_shape(tensor):
                     self._error(f'stand-in engine runs {tensor.name} at '
-                                f'{list(tensor.runtime_shape)} only')
+                                f'{list(tensor.runtime_shape[1:])} only')
                     return False
             if self.gpu is not None:
-                return self.gpu(self.engine.tensors, addresses, self.shapes, stream_handle)
+                shapes = {tensor.name: self._run_shape(tensor) for tensor in self.engine.tensors}
+                return self.gpu(self.engine.tensors, addresses, shapes, stream_handle)
             cudart = _cudart()
             success = cudart.cudaError_t.cudaSuccess
             status = cudart.cudaStreamSynchronize(stream_handle)[0]
@@ -329,7 +354,7 @@ def build_module(version: str = '10.3.0',
             feeds = {}
             for tensor in self.engine.tensors:
                 if tensor.is_input and status == success:
-                    host = np.empty(tensor.runtime_shape, tensor.numpy_dtype)
+                    host = np.empty(self._run_shape(tensor), tensor.numpy_dtype)
                     status = cudart.cudaMemcpy(host.ctypes.data, addresses[tensor.name],
                                                host.nbytes, to_host)[0]
                     onnx_dtype = np.float16 if onnx_types[tensor.name] == 'tensor(float16)' \
@@ -340,7 +365,7 @@ def build_module(version: str = '10.3.0',
                             f'encountered: {status!r})')
                 return False
             outputs = [tensor for tensor in self.engine.tensors if not tensor.is_input]
-            results = session.run([tensor.name for tensor in outputs], feeds)
+            results = self._run_onnx(session, feeds, [tensor.name for tensor in outputs])
             for tensor, result in zip(outputs, results):
                 data = np.ascontiguousarray(result, dtype=tensor.numpy_dtype)
                 status = cudart.cudaMemcpy(addresses[tensor.name], data.ctypes.data,

@@ -200,12 +200,11 @@ class FramePipeline:
         return outcomes
 
     def _detect(self, images: Sequence[np.ndarray]) -> List[Tuple[Detections, StageTimings]]:
-        """Detections and stage times of each image; raises HumanDetectorError."""
-        found = []
-        for image in images:
-            detections = self.detector(image)
-            found.append((detections, self.detector.last_timings))
-        return found
+        """Detections of each image from one `detect_batch`, each with the batch's stage
+        times (what its detection waited for); raises HumanDetectorError."""
+        found = self.detector.detect_batch(images)
+        timings = self.detector.last_timings
+        return [(detections, timings) for detections in found]
 
     def _finish(self, frame: CameraFrame, result: FrameResult, detections: Detections,
                 timings: StageTimings,

@@ -3,7 +3,8 @@
 Arguments: image (input topic), depth_image and camera_info (depth input topics, used with
 the `depth` parameter), engine_path (model file; empty = the params file's value),
 params_file (default: the installed config/human_detector.yaml; must exist), namespace and
-name (one launch per camera: several cameras on one robot), use_sim_time, log_level. Every
+name, cameras (comma-separated camera names: one node for several cameras, each on its own
+`<camera>/image`, `<camera>/detections`, ...), use_sim_time, log_level. Every
 other setting is a node parameter: put it in a params file or change it live with
 `ros2 param set`.
 """
@@ -41,6 +42,9 @@ def detector_node(context, *args, **kwargs):
     parameters = [params_file, {'use_sim_time': use_sim_time}]
     if argument('engine_path'):
         parameters.append({'engine_path': argument('engine_path')})
+    cameras = [name.strip() for name in argument('cameras').split(',') if name.strip()]
+    if cameras:
+        parameters.append({'cameras': cameras})
     # annotated_image needs a shared-memory segment large enough for camera frames.
     return [Node(
         package=PACKAGE, executable='human_detector', name=argument('name'),
@@ -70,6 +74,11 @@ def generate_launch_description() -> LaunchDescription:
                               description='Namespace of the node and its topics, e.g. /robot1'),
         DeclareLaunchArgument('name', default_value='human_detector',
                               description='Node name'),
+        DeclareLaunchArgument('cameras', default_value='',
+                              description='Comma-separated camera names, e.g. front,rear: one '
+                                          'node for all, topics <camera>/image, '
+                                          '<camera>/detections, ...; empty = the params file\'s '
+                                          'cameras (default: one camera on image)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Use the /clock topic as time source'),
         DeclareLaunchArgument('log_level', default_value='info',

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -52,6 +53,18 @@ def _class_indices(value: Any) -> Optional[str]:
 def _names(value: Any) -> Optional[str]:
     valid = isinstance(value, LIST_TYPES) and all(isinstance(name, str) for name in value)
     return None if valid else 'must be a list of strings, e.g. ["person"]'
+
+
+CAMERA_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*')
+
+
+def _camera_names(value: Any) -> Optional[str]:
+    valid = isinstance(value, LIST_TYPES) and all(
+        isinstance(name, str) and CAMERA_NAME.fullmatch(name) for name in value) and \
+        len(set(value)) == len(value)
+    return None if valid else ('must be a list of unique relative topic names (letters, '
+                               'digits, _ and /, not starting with a digit), e.g. '
+                               '["front", "rear"]')
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'raw: sensor_msgs/Image on `image`; compressed: '
                   'sensor_msgs/CompressedImage on `<image>/compressed`',
                   read_only=True, check=_one_of(INPUT_TRANSPORTS)),
+    ParameterSpec('cameras', ParameterType.PARAMETER_STRING_ARRAY, None,
+                  'Camera names: each camera has the topics of one in its sub-namespace '
+                  '(<camera>/image, <camera>/detections, ...); unset or empty = one camera on '
+                  'image, detections, ...', read_only=True, check=_camera_names),
     ParameterSpec('conf_threshold', ParameterType.PARAMETER_DOUBLE, 0.5,
                   'Minimum confidence of a published detection', float_range=(0.0, 1.0)),
     ParameterSpec('iou_threshold', ParameterType.PARAMETER_DOUBLE, 0.45,

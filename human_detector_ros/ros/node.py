@@ -163,8 +163,10 @@ class HumanDetectorNode(Node):
         if not frames:
             return
         results = self._detect([bgr for _, _, bgr, _ in frames])
-        self.engine_health.batch(len(frames), sum(
-            sum(stages.values()) for _, stages in results if stages))
+        detected = [stages for _, stages in results if stages is not None]
+        if detected:
+            self.engine_health.batch(len(detected), sum(sum(s.values()) for s in detected))
+        names = self.class_names()
         for (channel, msg, bgr, convert_ms), (outcome, stages) in zip(frames, results):
             if isinstance(outcome, Exception):
                 if isinstance(outcome, HumanDetectorError):
@@ -174,7 +176,7 @@ class HumanDetectorNode(Node):
                 continue
             start = time.perf_counter()
             try:
-                channel.publish(msg, bgr, outcome, self.class_names())
+                channel.publish(msg, bgr, outcome, names)
             except Exception as error:
                 self._unexpected(channel, error)
                 continue

@@ -209,10 +209,16 @@ def declare_parameters(node: Node) -> Dict[str, Any]:
     values = {}
     for spec in PARAMETERS:
         try:
-            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
-            if spec.is_unset(value) and value is not None:
+            # rclpy cannot undeclare a read-only parameter: a read-only list is declared
+            # writable first, then again read-only with its value (None for a reloaded null).
+            writable = spec.descriptor()
+            writable.read_only = False
+            redeclare = spec.read_only and spec.default is None
+            value = node.declare_parameter(spec.name, spec.default, writable if redeclare
+                                           else spec.descriptor()).value
+            if redeclare or (spec.is_unset(value) and value is not None):
                 node.undeclare_parameter(spec.name)
-                value = node.declare_parameter(spec.name, None, spec.descriptor(),
+                value = node.declare_parameter(spec.name, spec.value_of(value), spec.descriptor(),
                                                ignore_override=True).value
             elif spec.type == ParameterType.PARAMETER_DOUBLE and _is_integer(value):
                 result = node.set_parameters(integers_as_doubles([node.get_parameter(spec.name)]))

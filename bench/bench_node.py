@@ -184,7 +184,7 @@ def run_once(args: argparse.Namespace, with_profile: bool, cameras: int,
         published = int(diagnostics.get('frames published', 0))
         received_all += received
         published_all += published
-        ages = listener.ages_ms[name][5:] or [float('nan')]
+        ages = listener.ages_ms[name][1:] or [float('nan')]
         per_camera.append({
             'camera': name, 'frames sent': camera_sent, 'frames received': received,
             'delivered %': round(100.0 * received / camera_sent, 1) if camera_sent else 0.0,

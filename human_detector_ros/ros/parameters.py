@@ -211,11 +211,10 @@ def declare_parameters(node: Node) -> Dict[str, Any]:
         try:
             # rclpy cannot undeclare a read-only parameter: a read-only list is declared
             # writable first, then again read-only with its value (None for a reloaded null).
-            writable = spec.descriptor()
-            writable.read_only = False
+            descriptor = spec.descriptor()
             redeclare = spec.read_only and spec.default is None
-            value = node.declare_parameter(spec.name, spec.default, writable if redeclare
-                                           else spec.descriptor()).value
+            descriptor.read_only = descriptor.read_only and not redeclare
+            value = node.declare_parameter(spec.name, spec.default, descriptor).value
             if redeclare or (spec.is_unset(value) and value is not None):
                 node.undeclare_parameter(spec.name)
                 value = node.declare_parameter(spec.name, spec.value_of(value), spec.descriptor(),

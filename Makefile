@@ -20,8 +20,10 @@ setup-test:
 setup-test-jazzy:
 	@bash tools/setup_standalone.sh --test --jazzy
 
+DEMO_OUTPUT ?= out/demo
+
 demo: setup
-	@$(VENV)/bin/python tools/demo.py --output-dir out/demo
+	@$(VENV)/bin/python tools/demo.py --output-dir $(DEMO_OUTPUT)
 
 # Every test under Kilted, then the ROS-facing ones under Jazzy; fails if either tier fails.
 # Exit code 5 (nothing ROS-facing among the tests PYTEST_ARGS chose) is no failure.

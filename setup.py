@@ -24,6 +24,7 @@ setup(
     entry_points={
         'console_scripts': [
             'human_detector = human_detector_ros.ros.entry:human_detector',
+            'human_detector_lifecycle = human_detector_ros.ros.entry:human_detector_lifecycle',
             'human_detector_cli = human_detector_ros.cli:main',
             'human_detector_fetch_assets = human_detector_ros.assets:main',
             'sample_camera = human_detector_ros.ros.entry:sample_camera',

@@ -62,6 +62,21 @@ class DepthImage:
         self._pixels = np.ndarray((height, width), dtype, buffer=buffer,
                                   strides=(step, dtype.itemsize))
 
+    @classmethod
+    def from_array(cls, pixels: np.ndarray) -> DepthImage:
+        """From an (H, W) array as read from a depth image file: uint16 millimetres (16UC1)
+        or float32 metres (32FC1). Raises InvalidImageError for any other array."""
+        pixels = np.asarray(pixels)
+        kind = f'{pixels.dtype.kind}{pixels.dtype.itemsize}'
+        encoding = {'u2': '16UC1', 'f4': '32FC1'}.get(kind)
+        if pixels.ndim != 2 or encoding is None:
+            raise InvalidImageError(
+                f'a depth image must be single-channel uint16 (millimetres) or float32 '
+                f'(metres), got {pixels.shape} {pixels.dtype}')
+        little = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder('<'))
+        return cls(encoding, little.shape[0], little.shape[1], little.strides[0], False,
+                   little.reshape(-1))
+
     @property
     def shape(self) -> Tuple[int, int]:
         """(height, width) in pixels."""
@@ -118,6 +133,29 @@ class PersonPosition:
     width: float
     height: float
     depth_extent: float
+
+
+@dataclass(frozen=True)
+class DepthFrame:
+    """A depth image aligned to one colour frame, with the colour camera's calibration.
+
+    info_size: (width, height) the calibration was made for, as in sensor_msgs/CameraInfo;
+    (0, 0) when unknown.
+    """
+
+    image: DepthImage
+    intrinsics: Intrinsics
+    info_size: Tuple[int, int] = (0, 0)
+
+    def problem_with(self, image_shape: Sequence[int]) -> Optional[str]:
+        """Why this depth cannot locate people in a colour image of `image_shape` (H, W, ...),
+        or None when it can (the same size as the image and the calibration)."""
+        height, width = int(image_shape[0]), int(image_shape[1])
+        if self.image.shape == (height, width) and self.info_size in ((0, 0), (width, height)):
+            return None
+        return (f'depth {self.image.shape[1]}x{self.image.shape[0]} / camera_info '
+                f'{self.info_size[0]}x{self.info_size[1]} do not match the image '
+                f'{width}x{height}')
 
 
 def surface_depth(region_m: np.ndarray) -> Optional[Tuple[float, float]]:

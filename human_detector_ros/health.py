@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
-STAGES: Tuple[str, ...] = ('convert', 'preprocess', 'infer', 'postprocess', 'publish')
+STAGES: Tuple[str, ...] = ('convert', 'preprocess', 'infer', 'postprocess', 'track', 'locate',
+                           'annotate', 'publish')
+"""The node's stages: message to image, the FramePipeline's stages, publishing the results."""
 RATE_WINDOW_S = 5.0
 MAX_TEXT_CHARS = 400
 """Longest diagnostics message or value; longer text keeps its start and its end."""

@@ -80,6 +80,12 @@ class Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
                    np.zeros((0,), np.int64))
 
+    def as_array(self) -> np.ndarray:
+        """(N, 6) float32 rows x1, y1, x2, y2, conf, cls in source pixels: the array that
+        Ultralytics' `Results.boxes.data` holds and YOLOv8 TensorRT scripts return."""
+        return np.concatenate([self.boxes, self.scores[:, None],
+                               self.class_ids[:, None]], axis=1).astype(np.float32)
+
 
 class OutputLayout(enum.Enum):
     """How the engine's outputs encode detections."""

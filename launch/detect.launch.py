@@ -4,7 +4,9 @@ Arguments: image (input topic), depth_image and camera_info (depth input topics,
 the `depth` parameter), engine_path (model file; empty = the params file's value),
 params_file (default: the installed config/human_detector.yaml; must exist), namespace and
 name, cameras (comma-separated camera names: one node for several cameras, each on its own
-`<camera>/image`, `<camera>/detections`, ...), use_sim_time, log_level. Every
+`<camera>/image`, `<camera>/detections`, ...), use_sim_time, log_level, lifecycle (true: the
+managed node, human_detector_lifecycle) and autostart (with lifecycle: configure and activate
+at start instead of waiting for a lifecycle manager). Every
 other setting is a node parameter: put it in a params file or change it live with
 `ros2 param set`.
 """
@@ -23,6 +25,13 @@ PACKAGE = 'human_detector_ros'
 LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
 
 
+def boolean(text, name):
+    value = yaml.safe_load(text)
+    if not isinstance(value, bool):
+        raise ValueError(f'{name} {text!r}: write true or false.')
+    return value
+
+
 def detector_node(context, *args, **kwargs):
     def argument(name):
         return LaunchConfiguration(name).perform(context)
@@ -33,13 +42,14 @@ def detector_node(context, *args, **kwargs):
         raise FileNotFoundError(
             f'params_file {params_file!r} does not exist. Give an existing parameters file, '
             'or leave params_file out for the installed config/human_detector.yaml.')
-    use_sim_time = yaml.safe_load(argument('use_sim_time'))
-    if not isinstance(use_sim_time, bool):
-        raise ValueError(f'use_sim_time {argument("use_sim_time")!r}: write true or false.')
+    use_sim_time, lifecycle, autostart = (
+        boolean(argument(name), name) for name in ('use_sim_time', 'lifecycle', 'autostart'))
     log_level = argument('log_level')
     if log_level.lower() not in LOG_LEVELS:
         raise ValueError(f'log_level {log_level!r}: use one of {", ".join(LOG_LEVELS)}.')
     parameters = [params_file, {'use_sim_time': use_sim_time}]
+    if lifecycle:
+        parameters.append({'autostart_node': autostart})
     if argument('engine_path'):
         parameters.append({'engine_path': argument('engine_path')})
     cameras = [name.strip() for name in argument('cameras').split(',') if name.strip()]
@@ -47,7 +57,8 @@ def detector_node(context, *args, **kwargs):
         parameters.append({'cameras': cameras})
     # annotated_image needs a shared-memory segment large enough for camera frames.
     return [Node(
-        package=PACKAGE, executable='human_detector', name=argument('name'),
+        package=PACKAGE, executable='human_detector_lifecycle' if lifecycle else 'human_detector',
+        name=argument('name'),
         namespace=argument('namespace'), output='screen', parameters=parameters,
         remappings=[(topic, argument(topic)) for topic in ('image', 'depth_image', 'camera_info')],
         ros_arguments=['--log-level', log_level],
@@ -83,5 +94,10 @@ def generate_launch_description() -> LaunchDescription:
                               description='Use the /clock topic as time source'),
         DeclareLaunchArgument('log_level', default_value='info',
                               description='Logging level: ' + ', '.join(LOG_LEVELS)),
+        DeclareLaunchArgument('lifecycle', default_value='false',
+                              description='true: start the managed (lifecycle) node'),
+        DeclareLaunchArgument('autostart', default_value='false',
+                              description='With lifecycle: configure and activate at start '
+                                          '(false: wait for a lifecycle manager)'),
         OpaqueFunction(function=detector_node),
     ])

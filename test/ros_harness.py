@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, List, Optional
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetParametersResult
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
@@ -260,3 +262,41 @@ class DiagnosticsMonitor:
 
     def destroy(self) -> None:
         self.node.destroy_subscription(self._subscription)
+
+
+def ros2_lifecycle_get(node: Node, target: str) -> str:
+    """The state label `ros2 lifecycle get TARGET` prints (GetState), e.g. 'unconfigured'."""
+    client = node.create_client(GetState, f'{target}/get_state')
+    try:
+        return answer(node, lambda: client.call_async(GetState.Request()),
+                      f'get_state of {target}').current_state.label
+    finally:
+        node.destroy_client(client)
+
+
+def change_state(node: Node, target: str, transition: Transition) -> bool:
+    """Call TARGET/change_state with `transition`; return the success flag. Not resent: a
+    transition is not idempotent."""
+    client = node.create_client(ChangeState, f'{target}/change_state')
+    try:
+        assert client.wait_for_service(timeout_sec=PARAMETER_CALL_S)
+        future = client.call_async(ChangeState.Request(transition=transition))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=PARAMETER_CALL_S)
+        assert future.done(), f'change_state of {target} did not answer'
+        return future.result().success
+    finally:
+        node.destroy_client(client)
+
+
+def ros2_lifecycle_set(node: Node, target: str, label: str) -> bool:
+    """`ros2 lifecycle set TARGET LABEL`: the transition of that label among the available
+    ones (GetAvailableTransitions), then ChangeState with it; returns the success flag."""
+    client = node.create_client(GetAvailableTransitions, f'{target}/get_available_transitions')
+    try:
+        available = answer(node, lambda: client.call_async(GetAvailableTransitions.Request()),
+                           f'get_available_transitions of {target}')
+    finally:
+        node.destroy_client(client)
+    [transition] = [description.transition for description in available.available_transitions
+                    if description.transition.label == label]
+    return change_state(node, target, transition)

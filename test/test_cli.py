@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,6 +13,10 @@ import pytest
 
 from human_detector_ros import assets
 from human_detector_ros.cli import main
+from human_detector_ros.synthetic import depth_metres, render, walking_sequence
+from human_detector_ros.tracking import LIBRARY_MISSING
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CPU = ['--backend', 'onnxruntime', '--device', 'cpu']
 
@@ -122,3 +129,110 @@ def test_writing_into_the_input_folder_never_overwrites_an_input(samples):
     for name, content in originals.items():
         assert (samples / name).read_bytes() == content
     assert len(list(samples.glob('*.png'))) == 2 * len(originals) == 4
+
+
+CAMERA_INFO_YAML = """image_width: 1280
+image_height: 720
+camera_name: front
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [600.0, 0.0, 640.5, 0.0, 605.0, 362.0, 0.0, 0.0, 1.0]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [0.0, 0.0, 0.0, 0.0, 0.0]
+rectification_matrix:
+  rows: 3
+  cols: 3
+  data: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+projection_matrix:
+  rows: 3
+  cols: 4
+  data: [600.0, 0.0, 640.5, 0.0, 0.0, 605.0, 362.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+"""
+
+
+@pytest.mark.skipif(bool(LIBRARY_MISSING), reason=str(LIBRARY_MISSING))
+def test_tracking_and_depth_over_an_image_sequence(tmp_path):
+    """The CLI process on frames 0, 1 and 3 of the walking scene, with a 16UC1 PNG or 32FC1
+    TIFF depth image per frame and the camera's camera_info YAML."""
+    images, depth = tmp_path / 'images', tmp_path / 'depth'
+    images.mkdir()
+    depth.mkdir()
+    truth = {'astronaut': 2.5, 'camera': 4.0}
+    for index in (0, 1, 3):
+        bgr, rects = render(walking_sequence()[index].people)
+        cv2.imwrite(str(images / f'frame{index}.png'), bgr)
+        metres = depth_metres(rects, truth)
+        if index == 3:
+            assert cv2.imwrite(str(depth / f'frame{index}.tiff'), metres)
+        else:
+            assert cv2.imwrite(str(depth / f'frame{index}.png'),
+                               np.round(metres * 1000.0).astype(np.uint16))
+    (tmp_path / 'front.yaml').write_text(CAMERA_INFO_YAML)
+    output_dir = tmp_path / 'out'
+    run = subprocess.run(
+        [sys.executable, '-m', 'human_detector_ros.cli', str(images), *CPU, '--agnostic-nms',
+         '--tracking', '--depth', str(depth), '--camera-info', str(tmp_path / 'front.yaml'),
+         '--output-dir', str(output_dir)], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert run.returncode == 0, run.stderr
+    frames = _read_json(output_dir)['images']
+    assert [Path(frame['file']).name for frame in frames] == ['frame0.png', 'frame1.png',
+                                                              'frame3.png']
+    ids = {'astronaut': set(), 'camera': set()}
+    for frame in frames:
+        assert len(frame['detections']) == 2
+        for detection in frame['detections']:
+            # The astronaut stands left of the camera person.
+            who = 'astronaut' if detection['box_xyxy'][0] < 400 else 'camera'
+            ids[who].add(detection['track_id'])
+            x1, y1, x2, y2 = detection['box_xyxy']
+            z = truth[who]
+            position = detection['position_m']
+            assert position['z'] == pytest.approx(z, abs=0.02)
+            u, v = (x1 + x2) / 2, (y1 + y2) / 2
+            assert position['x'] == pytest.approx((u - 640.5) * z / 600.0, abs=0.02)
+            assert position['y'] == pytest.approx((v - 362.0) * z / 605.0, abs=0.02)
+    assert len(ids['astronaut']) == len(ids['camera']) == 1
+    assert None not in ids['astronaut'] | ids['camera']
+    assert ids['astronaut'] != ids['camera']
+
+
+@pytest.mark.skipif(bool(LIBRARY_MISSING), reason=str(LIBRARY_MISSING))
+def test_video_tracking_and_frames_without_depth(tmp_path, capsys):
+    camera = cv2.imread(str(assets.sample_image_path('camera.png')))
+    video = tmp_path / 'clip.avi'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 5, (512, 512))
+    for shift in (0, 8, 16):
+        writer.write(np.roll(camera, shift, axis=1))
+    writer.release()
+    depth = tmp_path / 'depth'
+    depth.mkdir()
+    cv2.imwrite(str(depth / 'clip_000001.png'), np.full((512, 512), 3000, np.uint16))
+    output_dir = tmp_path / 'out'
+    assert main([str(video), *CPU, '--tracking', '--depth', str(depth),
+                 '--intrinsics', '500,500,256,256', '--output-dir', str(output_dir)]) == 0
+    frames = _read_json(output_dir)['images']
+    assert [[d['track_id'] for d in frame['detections']] for frame in frames] == [[1]] * 3
+    positions = [frame['detections'][0]['position_m'] for frame in frames]
+    assert positions[0] is None and positions[2] is None
+    assert positions[1]['z'] == pytest.approx(3.0)
+    error = capsys.readouterr().err
+    assert 'no depth image for clip_000000' in error and 'clip_000002' in error
+
+
+@pytest.mark.parametrize('arguments, message', [
+    (['--depth', 'DEPTH'], '--camera-info YAML or --intrinsics'),
+    (['--intrinsics', '500,500,256,256'], 'need --depth'),
+    (['--depth', 'DEPTH', '--camera-info', 'DEPTH/none.yaml'], 'not a calibrated camera_info'),
+])
+def test_depth_without_what_it_needs_exits_2(tmp_path, capsys, arguments, message):
+    image = str(assets.sample_image_path('camera.png'))
+    (tmp_path / 'depth').mkdir()
+    arguments = [value.replace('DEPTH', str(tmp_path / 'depth')) for value in arguments]
+    assert main([image, *CPU, *arguments, '--output-dir', str(tmp_path / 'out')]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()

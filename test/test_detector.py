@@ -60,6 +60,15 @@ def test_cameraman_is_found(detector):
         timings.preprocess_ms + timings.infer_ms + timings.postprocess_ms)
 
 
+def test_as_array_gives_the_seed_rows(detector):
+    detections = detector(_sample('camera.png'))
+    rows = detections.as_array()
+    assert rows.dtype == np.float32 and rows.shape == (1, 6)
+    assert _iou(rows[0, :4].tolist(), CAMERAMAN_BOX) > 0.8
+    assert rows[0, 4] == detections.scores[0] and rows[0, 5] == 0.0
+    assert detector(_sample('coffee.png')).as_array().shape == (0, 6)
+
+
 def test_coffee_has_no_person(detector):
     assert len(detector(_sample('coffee.png'))) == 0
 

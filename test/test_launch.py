@@ -16,7 +16,7 @@ import rclpy
 import yaml
 
 from launch_standin import launch_description, launch_processes
-from ros_harness import ros2_param_get
+from ros_harness import ros2_lifecycle_get, ros2_lifecycle_set, ros2_param_get
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_S = 60.0
@@ -110,3 +110,25 @@ def test_one_launch_per_camera_with_namespace_name_sim_time_and_log_level(
     assert '[DEBUG]' not in nodes['front'].output()
     for node in nodes.values():
         assert node.stop() == 0, node.output()
+
+
+def test_lifecycle_with_autostart_starts_the_managed_node_active(
+        rclpy_context, start_process, tiny_model, tmp_path):
+    [process] = launch_processes({'lifecycle': 'true', 'autostart': 'true',
+                                  'namespace': '/managed', 'engine_path': str(tiny_model)},
+                                 tmp_path)
+    assert process.command[0].endswith('/human_detector_lifecycle')
+    node = start_process(process.command, 'managed', env=process.env)
+    listener = rclpy.create_node('launch_lifecycle_listener')
+    try:
+        assert wait_until(listener, lambda: listener.get_subscriptions_info_by_topic(
+            '/managed/image'), STARTUP_S), node.output()
+        assert ros2_lifecycle_get(listener, '/managed/human_detector') == 'active'
+        assert ros2_lifecycle_set(listener, '/managed/human_detector', 'shutdown') is True
+        assert ros2_lifecycle_get(listener, '/managed/human_detector') == 'finalized'
+        assert wait_until(listener, lambda: not listener.get_subscriptions_info_by_topic(
+            '/managed/image'), STARTUP_S)
+    finally:
+        listener.destroy_node()
+    assert node.stop() == 0, node.output()
+    assert 'Traceback' not in node.output()

@@ -83,7 +83,8 @@ def diagnostics(listener) -> Iterator[Dict[str, DiagnosticsMonitor]]:
 
 @pytest.fixture(scope='module')
 def reference() -> HumanDetector:
-    return HumanDetector()
+    """The core with the node's default NMS: agnostic, unlike the core's own default."""
+    return HumanDetector(agnostic_nms=True)
 
 
 def sample(name: str) -> np.ndarray:
@@ -92,7 +93,8 @@ def sample(name: str) -> np.ndarray:
 
 @pytest.fixture(scope='module')
 def two_people() -> np.ndarray:
-    """A wide frame (1112x512) where the default model finds class 1 and class 0 above 0.5."""
+    """A wide frame (1112x512) where the default model finds class 1 and class 0 above 0.5
+    (one box with the node's default agnostic NMS)."""
     return cv2.copyMakeBorder(sample('astronaut.png'), 0, 0, 300, 300, cv2.BORDER_CONSTANT,
                               value=(114, 114, 114))
 
@@ -131,7 +133,7 @@ def test_each_camera_gets_the_single_camera_detections_of_its_frame_with_its_hea
         assert msg.header == header
         assert all(detection.header == header for detection in msg.detections)
         assert_same_detections(msg, reference(frames[camera]))
-    assert len(answers['rear'][1].detections) >= 2 and not answers['left'][1].detections
+    assert answers['rear'][1].detections and not answers['left'][1].detections
 
 
 def malformed_frame(header: Header) -> Image:
@@ -233,4 +235,4 @@ def test_one_parameter_set_applies_to_every_camera(cameras, listener, two_people
     finally:
         assert ros2_param_set(listener, NODE, 'conf_threshold', '0.5').successful
     answers = detect_all(cameras, {'front': two_people})
-    assert len(answers['front'][1].detections) >= 2
+    assert answers['front'][1].detections

@@ -18,7 +18,7 @@ import yaml
 from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 
-from human_detector_ros.ros.parameters import PARAMETERS_BY_NAME
+from human_detector_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME
 from ros_harness import (
     detector_command, ros2_param_dump, ros2_param_get, ros2_param_load, ros2_param_set)
 
@@ -56,7 +56,7 @@ def start_detector(start_process, tiny_model: Path, label: str, *arguments: str)
     [],
     [('classes', '[]'), ('class_names', '[]')],
     [('classes', '[1]'), ('class_names', '["person", "fallen person"]'),
-     ('conf_threshold', '0.3'), ('agnostic_nms', 'true'), ('no_image_warn_s', '7')],
+     ('conf_threshold', '0.3'), ('agnostic_nms', 'false'), ('no_image_warn_s', '7')],
 ], ids=['defaults', 'emptied lists', 'changed'])
 def test_a_dump_loads_back_at_start_and_live(tool, start_process, tiny_model, tmp_path,
                                              settings: List[Tuple[str, str]]):
@@ -88,8 +88,7 @@ def test_a_dump_loads_back_at_start_and_live(tool, start_process, tiny_model, tm
     assert again.process.poll() is None, again.output()
 
 
-DOUBLES = [name for name, spec in PARAMETERS_BY_NAME.items()
-           if spec.type == ParameterType.PARAMETER_DOUBLE]
+DOUBLES = [spec.name for spec in PARAMETERS if spec.type == ParameterType.PARAMETER_DOUBLE]
 
 
 def test_integers_for_doubles_are_taken_as_doubles_at_start_and_by_ros2_param_set(

@@ -32,7 +32,7 @@ INTRINSICS = Intrinsics(fx=600.0, fy=605.0, cx=640.5, cy=362.0)
 
 @pytest.fixture(scope='module')
 def node(rclpy_context, tmp_path_factory) -> Iterator[RosProcess]:
-    arguments = ['-p', 'depth:=true', '-p', 'agnostic_nms:=true']
+    arguments = ['-p', 'depth:=true']
     for topic in ('/image', '/depth_image', '/camera_info'):
         arguments += deep_reliable_input(topic)
     process = RosProcess(detector_command(*arguments),

@@ -98,11 +98,9 @@ def walk(client: DetectionClient, output_dir: Path, timeout_s: float) -> bool:
 
 
 def run(images: List[Path], output_dir: Path, timeout_s: float) -> int:
-    # agnostic_nms: with the default model, one box (and so one id) per person.
     detector = subprocess.Popen(
         [installed_executable('human_detector'), '--ros-args', '--params-file',
-         installed_config('human_detector.yaml'), '-p', 'depth:=true',
-         '-p', 'agnostic_nms:=true'])
+         installed_config('human_detector.yaml'), '-p', 'depth:=true'])
     rclpy.init()
     client = DetectionClient('human_detector_demo')
     client.subscribe_annotated()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the standalone environment in .venv/: ROS 2 Kilted from PyPI wheels, vision_msgs
-# generated from interfaces/vision_msgs, this package, the default model and sample images.
+# Builds the standalone environment in .venv/: the build tools, ROS 2 Kilted from PyPI wheels,
+# vision_msgs generated from interfaces/vision_msgs, this package, the default model and sample
+# images; with --test, the test requirements after all of that.
 # Idempotent: each step is skipped while its inputs are unchanged.
 #   tools/setup_standalone.sh [--test] [--jazzy]
 #   --test adds the test requirements; --jazzy builds .venv-jazzy/ with ROS 2 Jazzy instead.
@@ -82,16 +83,23 @@ check_prerequisites
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
 mkdir -p "$venv/.build"
 
+# The build tools first, whatever setuptools the new venv came with (ensurepip: 65.5 on
+# Python 3.11, none on 3.12), so that building this package never depends on what the test
+# requirements happen to bring.
+run_unless_current build-requirements requirements/build.txt \
+    install_requirements requirements/build.txt
 run_unless_current standalone-requirements "$requirements requirements/runtime.txt" \
     install_requirements "$requirements"
+run_unless_current vision-msgs "interfaces/vision_msgs/msg/*.msg interfaces/vision_msgs/CMakeLists.txt $requirements" \
+    build_vision_msgs
+
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --no-build-isolation --use-pep517 "$root"
+"$venv/bin/python" "$root/tools/link_ros_executables.py" "$venv"
+"$venv/bin/human_detector_fetch_assets" >/dev/null
+# Last, so that `make test` walks the same setup path as `make demo` before adding to it.
 if [ "$with_test" = 1 ]; then
     run_unless_current test-requirements "$test_requirements" \
         install_requirements "$test_requirements"
 fi
-run_unless_current vision-msgs "interfaces/vision_msgs/msg/*.msg interfaces/vision_msgs/CMakeLists.txt $requirements" \
-    build_vision_msgs
-
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation "$root"
-"$venv/bin/python" "$root/tools/link_ros_executables.py" "$venv"
-"$venv/bin/human_detector_fetch_assets" >/dev/null
 echo "setup: standalone environment ready in ${venv#"$root"/}"

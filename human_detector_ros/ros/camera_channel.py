@@ -1,16 +1,19 @@
-"""One camera of the `human_detector` node: its topics, depth input, tracker and health.
+"""One camera of the `human_detector` node: its topics, depth input and health.
 
-A node without `cameras` has one channel named '' on today's topics (`image`, `detections`,
-...); with `cameras: [front, rear]` each camera has its own channel on `front/image`,
-`front/detections`, ... All channels share the node's parameters and its detector: the
-subscription callback hands the newest frame to the node's NewestFrames store, the node's
-worker detects, and each channel tracks, locates, annotates and publishes its own frames with
-their own headers.
+A node without `cameras` has one channel named '' on the node's own topics (`image`,
+`detections`, ...); with `cameras: [front, rear]` each camera has its own channel on
+`front/image`, `front/detections`, ... All channels share the node's parameters and its
+FramePipeline (which keeps one tracker per camera name): the subscription callback hands the
+newest frame to the node's NewestFrames store, the node's worker runs the newest frame of every
+camera through the pipeline as one batch, and each channel publishes its own frame's results
+with the frame's own header. Publishers are made at configure (lifecycle publishers), the
+subscriptions and the depth input at activate.
 """
 from __future__ import annotations
 
-import threading
-from typing import Any, Dict, List, Optional, Tuple
+import functools
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -23,16 +26,15 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from human_detector_ros.annotate import draw_detections, track_labels
 from human_detector_ros.errors import InvalidImageError
+from human_detector_ros.frame_pipeline import CameraFrame, FrameResult
 from human_detector_ros.health import PipelineHealth
 from human_detector_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 from human_detector_ros.newest_frames import NewestFrames
-from human_detector_ros.postprocess import Detections
 from human_detector_ros.ros.dds_profile import large_image_profile, profile_variables
 from human_detector_ros.ros.depth_input import DepthInput
 from human_detector_ros.ros.messages import bgr_to_image_msg, detections_to_msg
-from human_detector_ros.tracking import NO_ID, PersonTracker, TrackerConfig
+from human_detector_ros.tracking import NO_ID
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
@@ -48,39 +50,56 @@ LABEL_INFO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 LOG_THROTTLE_S = 5.0
 
+Publisher = Callable[[Any, str, Any], Any]
+"""(message type, topic, QoS) -> a lifecycle publisher, disabled until the node activates."""
+
 
 class CameraChannel:
-    """Subscribes `<camera>/image` (or its `/compressed`) into `frames`; publishes
-    `<camera>/detections`, `label_info` and `annotated_image`; with `depth`, subscribes
-    `<camera>/depth_image` and `camera_info` and publishes `detections_3d`. `camera` '' means
-    the node's own topics. `values` is the node's parameter dict, read live; `tracker` is
-    this camera's own (None when its library is missing and tracking is off)."""
+    """Subscribes `<camera>/image` (or its `/compressed`) into the node's NewestFrames;
+    publishes `<camera>/detections`, `label_info` and `annotated_image`; with `depth`,
+    subscribes `<camera>/depth_image` and `camera_info` and publishes `detections_3d`.
+    `camera` '' means the node's own topics. `values` is the node's parameter dict, read live;
+    `publisher` makes the node's lifecycle publishers (the node destroys them at cleanup)."""
 
     def __init__(self, node: Node, camera: str, values: Dict[str, Any],
-                 tracker: Optional[PersonTracker], frames: NewestFrames) -> None:
+                 publisher: Publisher) -> None:
         self.camera = camera
-        self.tracker = tracker
         self._node = node
         self._values = values
-        self._frames = frames
-        self._lock = threading.Lock()
-        self._new_tracker_config: Optional[TrackerConfig] = None
+        self._frames: Optional[NewestFrames] = None
         # A logger of its own: throttling is per logger, so one camera's warnings do not
         # silence another's.
         self._logger = node.get_logger().get_child(camera) if camera else node.get_logger()
         self.health = PipelineHealth(no_image_warn_s=values['no_image_warn_s'])
-        prefix = f'{camera}/' if camera else ''
-        self.depth = DepthInput(node, values['depth_sync_tolerance_s'], prefix) \
-            if values['depth'] else None
-        self._detections_pub = node.create_publisher(Detection2DArray, prefix + 'detections', 10)
-        self._annotated_pub = node.create_publisher(Image, prefix + 'annotated_image', 1)
-        self._label_info_pub = node.create_publisher(
-            LabelInfo, prefix + 'label_info', LABEL_INFO_QOS)
-        compressed = values['input_transport'] == 'compressed'
-        self._to_bgr = compressed_msg_to_bgr if compressed else image_msg_to_bgr
-        topic = node.resolve_topic_name(prefix + 'image') + '/compressed' if compressed \
+        self._prefix = f'{camera}/' if camera else ''
+        self.depth: Optional[DepthInput] = None
+        self.image_sub: Optional[Any] = None
+        self._poll_publishers = False
+        self._detections_pub = publisher(Detection2DArray, self._prefix + 'detections', 10)
+        self._annotated_pub = publisher(Image, self._prefix + 'annotated_image', 1)
+        self._label_info_pub = publisher(LabelInfo, self._prefix + 'label_info', LABEL_INFO_QOS)
+        self._to_bgr = compressed_msg_to_bgr if values['input_transport'] == 'compressed' \
+            else image_msg_to_bgr
+
+    def activate(self, frames: NewestFrames) -> None:
+        """Subscribe the images into `frames` and, with `depth`, the depth input."""
+        self._frames = frames
+        prefix = self._prefix
+        compressed = self._values['input_transport'] == 'compressed'
+        topic = self._node.resolve_topic_name(prefix + 'image') + '/compressed' if compressed \
             else prefix + 'image'
         self.image_sub = self._subscribe_images(CompressedImage if compressed else Image, topic)
+        self.depth = DepthInput(self._node, self._values['depth_sync_tolerance_s'], prefix) \
+            if self._values['depth'] else None
+
+    def deactivate(self) -> None:
+        """Unsubscribe everything `activate` subscribed (the node's worker has stopped)."""
+        if self.image_sub is not None:
+            self._node.destroy_subscription(self.image_sub)
+            self.image_sub = None
+        if self.depth is not None:
+            self.depth.destroy()
+            self.depth = None
 
     def _subscribe_images(self, msg_type: Any, topic: str) -> Any:
         """The image subscription with the events this rclpy and RMW offer. Without `matched`
@@ -109,18 +128,14 @@ class CameraChannel:
 
     def _on_image(self, msg: Any) -> None:
         self.health.received()
-        if self._frames.put(self.camera, msg):
+        if self._frames is not None and self._frames.put(self.camera, msg):
             self.health.superseded()
 
-    def reconfigure(self, tracker_config: Optional[TrackerConfig]) -> None:
-        """Apply the live parameters, already changed in `values`; a `tracker_config`
-        restarts the tracker with it from the next frame."""
+    def reconfigure(self) -> None:
+        """Apply the live parameters, already changed in `values`."""
         self.health.no_image_warn_s = self._values['no_image_warn_s']
         if self.depth is not None:
             self.depth.tolerance_s = self._values['depth_sync_tolerance_s']
-        if tracker_config is not None:
-            with self._lock:
-                self._new_tracker_config = tracker_config
 
     def publish_label_info(self, msg: LabelInfo) -> None:
         self._label_info_pub.publish(msg)
@@ -135,58 +150,68 @@ class CameraChannel:
                                  throttle_duration_sec=LOG_THROTTLE_S)
             return None
 
+    def camera_frame(self, header: Header, bgr: np.ndarray) -> CameraFrame:
+        """The pipeline's input for one converted frame: this camera's name, the stamp for its
+        tracker (unset stamps, 0, give it no time), its depth (matched once detected) and
+        whether anybody looks at the annotated image."""
+        stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9
+        return CameraFrame(
+            self.camera, bgr, stamp_s or None,
+            depth=None if self.depth is None else functools.partial(self.depth.match, header),
+            annotate=bool(self._values['publish_annotated'] and
+                          self._annotated_pub.get_subscription_count()))
+
     def detection_failed(self, reason: str) -> None:
         """Count and log a frame of this camera that the detector failed on."""
         self.health.failed(reason)
         self._logger.warning(f'frame dropped, inference failed: {reason}',
                              throttle_duration_sec=LOG_THROTTLE_S)
 
-    def publish(self, msg: Any, bgr: np.ndarray, detections: Detections,
-                names: Dict[int, str]) -> None:
-        """Track, locate in 3D, annotate and publish one frame's `detections`, all with the
-        frame's own header."""
-        ids = self._track(detections, msg.header)
-        flat = detections_to_msg(detections, msg.header, ids)
-        self._detections_pub.publish(flat)
-        positions = None
-        if self.depth is not None:
-            positions = self.depth.locate(msg.header, detections, bgr.shape)
-            if positions is not None:
-                self.depth.publish(flat, positions)
-        if self._values['publish_annotated'] and self._annotated_pub.get_subscription_count():
-            distances = [position and position.z for position in positions or [None] * len(ids)]
-            annotated = draw_detections(bgr, detections, names, track_labels(ids, distances))
-            self._annotated_pub.publish(bgr_to_image_msg(annotated, msg.header))
+    def unexpected(self, error: Exception) -> None:
+        """Count and log a frame of this camera dropped by an unexpected error."""
+        self.health.failed(f'{type(error).__name__}: {error}')
+        self._logger.error(f'frame dropped, unexpected {type(error).__name__}: {error}',
+                           throttle_duration_sec=LOG_THROTTLE_S)
 
-    def _track(self, detections: Detections, header: Header) -> List[str]:
-        """Track ids as Detection2D.id strings; empty without tracking or before a track is
-        confirmed. Unset stamps (0) give the tracker no time."""
-        with self._lock:
-            config, self._new_tracker_config = self._new_tracker_config, None
-        if config is not None and self.tracker is not None:
-            self.tracker.reconfigure(config)
-        if not self._values['tracking'] or self.tracker is None:
-            return [''] * len(detections)
-        stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9
-        ids = self.tracker.update(detections.boxes, detections.scores, stamp_s or None)
-        return [str(track_id) if track_id != NO_ID else '' for track_id in ids.tolist()]
+    def publish_detections(self, header: Header, result: FrameResult
+                           ) -> Tuple[Detection2DArray, float]:
+        """Publish `detections` as soon as the pipeline has them (before the depth wait and
+        drawing); return the message and the seconds publishing took."""
+        started = time.perf_counter()
+        ids = [''] * len(result.detections) if result.track_ids is None else [
+            str(track_id) if track_id != NO_ID else '' for track_id in result.track_ids.tolist()]
+        flat = detections_to_msg(result.detections, header, ids)
+        self._detections_pub.publish(flat)
+        return flat, time.perf_counter() - started
+
+    def publish_rest(self, header: Header, result: FrameResult, flat: Detection2DArray
+                     ) -> None:
+        """Publish what follows the detections: `detections_3d` and `annotated_image`."""
+        if self.depth is not None:
+            self.depth.record(result)
+            if result.positions is not None:
+                self.depth.publish(flat, result.positions)
+        if result.annotated is not None:
+            self._annotated_pub.publish(bgr_to_image_msg(result.annotated, header))
 
     def published(self, header: Header, stage_ms: Dict[str, float]) -> None:
-        """Record a published frame: its stage times (ms) and its age now."""
+        """Record a published frame: its stage times (ms) and its age now (on the node's
+        clock, sim time when replaying; none for unset stamps)."""
         stamp = Time.from_msg(header.stamp)
         age_ms = None if stamp.nanoseconds == 0 else \
             (self._node.get_clock().now() - stamp).nanoseconds / 1e6
         self.health.published(stage_ms, age_ms)
 
-    def diagnostic_status(self, engine_values: Dict[str, str], hardware_id: str
-                          ) -> DiagnosticStatus:
+    def diagnostic_status(self, engine_values: Dict[str, str], hardware_id: str,
+                          tracker_resets: Optional[int]) -> DiagnosticStatus:
         """This camera's status, `<node>: pipeline` (single camera) or `<node>: <camera>
-        pipeline`, with `engine_values` (backend, device, engine file) appended."""
+        pipeline`, with `engine_values` (backend, device, engine file) and how often a time
+        jump restarted this camera's tracker (None: no tracker) appended."""
         if self._poll_publishers:
             self.health.publishers_matched(self._node.count_publishers(self.image_sub.topic_name))
         extra = dict(engine_values)
         extra['tracker restarts (time jumps)'] = \
-            str(self.tracker.resets) if self.tracker else 'n/a (no tracker)'
+            str(tracker_resets) if tracker_resets is not None else 'n/a (no tracker)'
         if self.depth is not None:
             extra.update(self.depth.diagnostics())
         report = self.health.report(extra=extra)

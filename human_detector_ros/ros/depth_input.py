@@ -2,16 +2,16 @@
 
 Depth frames are kept for a short while by stamp; each colour frame takes the depth frame with
 the nearest stamp within `depth_sync_tolerance_s` (message_filters is not installable without a
-ROS distro, and one nearest-stamp lookup is all the node needs). The positions come from the
-ROS-free `human_detector_ros.depth`. Every colour frame without usable depth, and every box
-without a valid depth, is counted for /diagnostics; nothing is guessed.
+ROS distro, and one nearest-stamp lookup is all the node needs); the ROS-free FramePipeline
+computes the positions (`human_detector_ros.depth`). Every colour frame without usable depth,
+and every box without a valid depth, is counted for /diagnostics; nothing is guessed.
 """
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -20,10 +20,10 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
-from human_detector_ros.depth import DepthImage, Intrinsics, PersonPosition, StampBuffer, \
-    locate_people
+from human_detector_ros.depth import DepthFrame, DepthImage, Intrinsics, PersonPosition, \
+    StampBuffer
 from human_detector_ros.errors import InvalidImageError
-from human_detector_ros.postprocess import Detections
+from human_detector_ros.frame_pipeline import FrameResult
 from human_detector_ros.ros.messages import detections_3d_msg
 
 DEPTH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
@@ -82,6 +82,7 @@ class DepthInput:
         self._frames: StampBuffer[DepthImage] = StampBuffer(DEPTH_BUFFER_FRAMES)
         self._newest_ns: Optional[int] = None
         self._camera: Optional[Tuple[Intrinsics, int, int]] = None
+        self._node = node
         self._publisher = node.create_publisher(
             Detection3DArray, prefix + 'detections_3d', 10)
         overrides = QoSOverridingOptions.with_default_policies()
@@ -91,6 +92,12 @@ class DepthInput:
         self._info_sub = node.create_subscription(
             CameraInfo, prefix + 'camera_info', self._on_camera_info, DEPTH_QOS,
             qos_overriding_options=overrides)
+
+    def destroy(self) -> None:
+        """Unsubscribe and stop publishing (the node deactivates)."""
+        self._node.destroy_subscription(self._depth_sub)
+        self._node.destroy_subscription(self._info_sub)
+        self._node.destroy_publisher(self._publisher)
 
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -123,14 +130,12 @@ class DepthInput:
             self.counts.camera_infos_received += 1
             self._camera = camera
 
-    def locate(self, header: Header, detections: Detections, image_shape: Sequence[int]
-               ) -> Optional[List[Optional[PersonPosition]]]:
-        """Each detection's position (None for a box without valid depth), or None when the
-        frame has no usable depth: no calibrated camera_info yet, no depth frame within the
-        tolerance, or a depth frame or camera_info of another size than the image."""
+    def match(self, header: Header) -> Optional[DepthFrame]:
+        """The depth frame of the colour frame with `header`, with the camera's calibration,
+        or None (counted) when there is none: no calibrated camera_info yet, or no depth frame
+        within the tolerance. Waits up to DEPTH_WAIT_S for a depth frame still on its way."""
         stamp = stamp_ns(header)
         tolerance = int(round(self.tolerance_s * 1e9))
-        height, width = int(image_shape[0]), int(image_shape[1])
         with self._ready:
             depth = self._wait_for_depth(stamp, tolerance)
             if self._camera is None:
@@ -140,20 +145,22 @@ class DepthInput:
                 self.counts.frames_without_depth_frame += 1
                 return None
             intrinsics, info_width, info_height = self._camera
-            if depth.shape != (height, width) or (info_width, info_height) not in (
-                    (0, 0), (width, height)):
+        return DepthFrame(depth, intrinsics, (info_width, info_height))
+
+    def record(self, result: FrameResult) -> None:
+        """Count what became of a frame's matched depth: its positions, or why there are
+        none (a depth frame or camera_info of another size than the image)."""
+        if result.depth_problem is not None:
+            with self._ready:
                 self.counts.frames_with_other_size += 1
-                self._logger.warning(
-                    f'depth {depth.shape[1]}x{depth.shape[0]} / camera_info '
-                    f'{info_width}x{info_height} do not match the image {width}x{height}: '
-                    'subscribe the depth image registered (aligned) to the colour image',
-                    throttle_duration_sec=LOG_THROTTLE_S)
-                return None
-        positions = locate_people(depth, detections.boxes, intrinsics)
-        with self._ready:
-            self.counts.frames_with_depth += 1
-            self.counts.boxes_without_depth += sum(position is None for position in positions)
-        return positions
+            self._logger.warning(
+                f'{result.depth_problem}: subscribe the depth image registered (aligned) to '
+                'the colour image', throttle_duration_sec=LOG_THROTTLE_S)
+        elif result.positions is not None:
+            with self._ready:
+                self.counts.frames_with_depth += 1
+                self.counts.boxes_without_depth += sum(
+                    position is None for position in result.positions)
 
     def _wait_for_depth(self, stamp: int, tolerance: int) -> Optional[DepthImage]:
         """The buffered depth frame nearest `stamp`; while none matches and no newer frame came

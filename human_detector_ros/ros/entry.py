@@ -14,6 +14,7 @@ from typing import Any, List, Optional
 
 NODE_CLASSES = {
     'human_detector': 'human_detector_ros.ros.node:HumanDetectorNode',
+    'human_detector_lifecycle': 'human_detector_ros.ros.node:ManagedHumanDetectorNode',
     'sample_camera': 'human_detector_ros.ros.sample_camera:SampleCamera',
 }
 """program name -> 'module:class' of the node it runs."""
@@ -24,6 +25,12 @@ SPIN_PERIOD_S = 0.1
 def human_detector(args: Optional[List[str]] = None) -> int:
     """`ros2 run human_detector_ros human_detector`; returns the exit code."""
     return run_program('human_detector', args)
+
+
+def human_detector_lifecycle(args: Optional[List[str]] = None) -> int:
+    """`ros2 run human_detector_ros human_detector_lifecycle`, the managed node; returns the
+    exit code."""
+    return run_program('human_detector_lifecycle', args)
 
 
 def sample_camera(args: Optional[List[str]] = None) -> int:

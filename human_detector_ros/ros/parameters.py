@@ -78,16 +78,19 @@ class ParameterSpec:
     type: int
     default: Any
     description: str
+    # Read once when the engine is set up: read-only in the plain node, settable while
+    # unconfigured in the managed one.
     read_only: bool = False
     float_range: Optional[Tuple[float, float]] = None
     int_range: Optional[Tuple[int, int]] = None
     check: Optional[Callable[[Any], Optional[str]]] = None
 
-    def descriptor(self) -> ParameterDescriptor:
-        """The ParameterDescriptor rclpy enforces: type, read-only flag and range."""
+    def descriptor(self, managed: bool = False) -> ParameterDescriptor:
+        """The ParameterDescriptor rclpy enforces: type, read-only flag and range. In a
+        managed node the node itself refuses `read_only` parameters outside unconfigured."""
         descriptor = ParameterDescriptor(
             name=self.name, type=self.type, description=self.description,
-            read_only=self.read_only,
+            read_only=self.read_only and not managed,
             dynamic_typing=self.default is None or self.type == ParameterType.PARAMETER_DOUBLE)
         if self.float_range:
             descriptor.floating_point_range = [FloatingPointRange(
@@ -151,7 +154,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'Maximum detections per image', int_range=(1, 100000)),
     ParameterSpec('classes', ParameterType.PARAMETER_INTEGER_ARRAY, None,
                   'Class indices to keep; unset or empty = all', check=_class_indices),
-    ParameterSpec('agnostic_nms', ParameterType.PARAMETER_BOOL, False,
+    # True unlike Ultralytics: the default model's classes are states of one person.
+    ParameterSpec('agnostic_nms', ParameterType.PARAMETER_BOOL, True,
                   'NMS across classes instead of per class'),
     ParameterSpec('class_names', ParameterType.PARAMETER_STRING_ARRAY, None,
                   'Class names by index; unset or empty = the names stored in the model',
@@ -182,7 +186,19 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'Largest stamp difference between a colour frame and its depth frame',
                   float_range=(0.0, 1.0)),
 )
-PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
+LIFECYCLE_PARAMETERS: Tuple[ParameterSpec, ...] = (
+    ParameterSpec('autostart_node', ParameterType.PARAMETER_BOOL, False,
+                  'Managed node only: configure and activate at start, without a lifecycle '
+                  'manager', read_only=True),
+    ParameterSpec('bond_heartbeat_period', ParameterType.PARAMETER_DOUBLE, 0.1,
+                  'Managed node only: heartbeat period (s) of the bond with a Nav2 lifecycle '
+                  'manager (where bondpy is installed), read at activate; 0 = no bond',
+                  float_range=(0.0, 10.0)),
+)
+"""The managed node's own parameters, named as Nav2's nodes name them."""
+PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {
+    spec.name: spec for spec in PARAMETERS + LIFECYCLE_PARAMETERS}
+"""Every parameter either node declares, by name."""
 
 
 def integers_as_doubles(parameters: List[Parameter]) -> List[Parameter]:
@@ -196,8 +212,9 @@ def integers_as_doubles(parameters: List[Parameter]) -> List[Parameter]:
             else parameter for parameter in parameters]
 
 
-def declare_parameters(node: Node) -> Dict[str, Any]:
-    """Declare every parameter on `node`; return name -> value (None for unset lists).
+def declare_parameters(node: Node, managed: bool = False) -> Dict[str, Any]:
+    """Declare every parameter on `node` (with LIFECYCLE_PARAMETERS when `managed`); return
+    name -> value (None for unset lists).
 
     What the ROS tools write loads back: an integer for a double (`-p no_image_warn_s:=5`,
     `x: 5` in a params file) is taken as that double, and a list that `ros2 param dump`
@@ -207,17 +224,18 @@ def declare_parameters(node: Node) -> Dict[str, Any]:
     Raises InvalidParameterError naming the parameter, the value and the fix.
     """
     values = {}
-    for spec in PARAMETERS:
+    for spec in PARAMETERS + (LIFECYCLE_PARAMETERS if managed else ()):
+        descriptor = spec.descriptor(managed)
         try:
             # rclpy cannot undeclare a read-only parameter: a read-only list is declared
             # writable first, then again read-only with its value (None for a reloaded null).
-            descriptor = spec.descriptor()
-            redeclare = spec.read_only and spec.default is None
-            descriptor.read_only = descriptor.read_only and not redeclare
-            value = node.declare_parameter(spec.name, spec.default, descriptor).value
+            redeclare = descriptor.read_only and spec.default is None
+            first = spec.descriptor(managed)
+            first.read_only = first.read_only and not redeclare
+            value = node.declare_parameter(spec.name, spec.default, first).value
             if redeclare or (spec.is_unset(value) and value is not None):
                 node.undeclare_parameter(spec.name)
-                value = node.declare_parameter(spec.name, spec.value_of(value), spec.descriptor(),
+                value = node.declare_parameter(spec.name, spec.value_of(value), descriptor,
                                                ignore_override=True).value
             elif spec.type == ParameterType.PARAMETER_DOUBLE and _is_integer(value):
                 result = node.set_parameters(integers_as_doubles([node.get_parameter(spec.name)]))

@@ -1,9 +1,11 @@
 """One human_detector node serving four cameras (`cameras`), over real DDS.
 
 One node process under /cams with cameras front, rear, left and right (and depth on, so that
-each camera has its depth topics) is shared by every test here; each camera is played by its
-own DetectionClient inside `/cams/<camera>`. The image inputs are made reliable and deep (QoS
-overrides), so every frame sent arrives and the counts in /diagnostics are exact.
+each camera has its depth topics) is shared by every test here: the managed node started with
+`autostart_node`, which behaves as the plain one until the last test deactivates and
+activates it. Each camera is played by its own DetectionClient inside `/cams/<camera>`. The
+image inputs are made reliable and deep (QoS overrides), so every frame sent arrives and the
+counts in /diagnostics are exact.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from human_detector_ros.assets import sample_image_path
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.image_conversion import read_bgr
 from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
+from human_detector_ros.ros.paths import installed_config, installed_executable
 from ros_harness import (
-    DiagnosticsMonitor, RosProcess, deep_reliable_input, detector_command, ros2_param_set)
+    DiagnosticsMonitor, RosProcess, deep_reliable_input, ros2_lifecycle_set, ros2_param_set)
 from test_node_dds import assert_same_detections
 
 CAMERAS = ('front', 'rear', 'left', 'right')
@@ -46,7 +49,9 @@ def detector_node(rclpy_context, tmp_path_factory) -> Iterator[RosProcess]:
     for camera in CAMERAS:
         arguments += deep_reliable_input(f'{NAMESPACE}/{camera}/image')
     log = tmp_path_factory.mktemp('cameras') / 'human_detector.log'
-    process = RosProcess(detector_command(*arguments), log)
+    process = RosProcess(
+        [installed_executable('human_detector_lifecycle'), '--ros-args', '--params-file',
+         installed_config('human_detector.yaml'), '-p', 'autostart_node:=true', *arguments], log)
     yield process
     assert process.stop() == 0, process.output()
     assert 'Traceback' not in process.output()
@@ -236,3 +241,18 @@ def test_one_parameter_set_applies_to_every_camera(cameras, listener, two_people
         assert ros2_param_set(listener, NODE, 'conf_threshold', '0.5').successful
     answers = detect_all(cameras, {'front': two_people})
     assert answers['front'][1].detections
+
+
+def test_deactivate_unsubscribes_every_camera_and_activate_resumes_them(
+        cameras, listener, two_people):
+    assert ros2_lifecycle_set(listener, NODE, 'deactivate')
+    for camera, client in cameras.items():
+        assert client.spin_until(lambda: client.image_pub.get_subscription_count() == 0,
+                                 HANG_GUARD_S), camera
+        client.label_infos.clear()
+    assert ros2_lifecycle_set(listener, NODE, 'activate')
+    for camera, client in cameras.items():
+        assert client.wait_for_detector(STARTUP_S), camera
+        assert client.spin_until(lambda: client.label_infos, HANG_GUARD_S), camera
+    answers = detect_all(cameras, {camera: two_people for camera in CAMERAS})
+    assert all(msg.detections for _, msg in answers.values())

@@ -260,3 +260,51 @@ def _rate(times: Deque[float], now: float) -> float:
 def _median(samples: Deque[float]) -> str:
     values: List[float] = list(samples)
     return f'{statistics.median(values):.2f}' if values else 'n/a'
+
+
+@dataclass
+class EngineHealth:
+    """Thread-safe record of the batches the shared detector ran for all cameras: how many
+    frames each held and how long the engine took for it (preprocess + infer + postprocess,
+    ms)."""
+
+    window: int = 100
+    clock: Callable[[], float] = time.monotonic
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batches = 0
+        self.largest_batch = 0
+        self._sizes: Deque[int] = deque(maxlen=self.window)
+        self._batch_ms: Deque[float] = deque(maxlen=self.window)
+        self._frame_ms: Deque[float] = deque(maxlen=self.window)
+        self._batch_at: Deque[float] = deque()
+
+    def batch(self, frames: int, engine_ms: float) -> None:
+        """The detector ran a batch of `frames` (>= 1) frames in `engine_ms`."""
+        with self._lock:
+            self.batches += 1
+            self.largest_batch = max(self.largest_batch, frames)
+            self._sizes.append(frames)
+            self._batch_ms.append(engine_ms)
+            self._frame_ms.append(engine_ms / frames)
+            _append_recent(self._batch_at, self.clock())
+
+    def report(self, extra: Optional[Mapping[str, str]] = None) -> HealthReport:
+        """Level OK with the batch figures as diagnostics key/value strings, `extra`
+        appended."""
+        with self._lock:
+            sizes = list(self._sizes)
+            values = {
+                'batches': str(self.batches),
+                'batch rate (Hz)': f'{_rate(self._batch_at, self.clock()):.2f}',
+                f'frames per batch, mean of last {self.window}':
+                    f'{statistics.mean(sizes):.2f}' if sizes else 'n/a',
+                'largest batch': str(self.largest_batch),
+                'engine time per batch, median (ms)': _median(self._batch_ms),
+                'engine time per frame, median (ms)': _median(self._frame_ms),
+            }
+        values.update(extra or {})
+        message = f'{self.batches} batches' if self.batches else 'no frame yet'
+        return HealthReport(Level.OK, message,
+                            {one_line(key): one_line(value) for key, value in values.items()})

@@ -3,9 +3,10 @@
 Arguments: image (input topic), depth_image and camera_info (depth input topics, used with
 the `depth` parameter), engine_path (model file; empty = the params file's value),
 params_file (default: the installed config/human_detector.yaml; must exist), namespace and
-name (one launch per camera: several cameras on one robot), use_sim_time, log_level, lifecycle
-(true: the managed node, human_detector_lifecycle) and autostart (with lifecycle: configure
-and activate at start instead of waiting for a lifecycle manager). Every
+name, cameras (comma-separated camera names: one node for several cameras, each on its own
+`<camera>/image`, `<camera>/detections`, ...), use_sim_time, log_level, lifecycle (true: the
+managed node, human_detector_lifecycle) and autostart (with lifecycle: configure and activate
+at start instead of waiting for a lifecycle manager). Every
 other setting is a node parameter: put it in a params file or change it live with
 `ros2 param set`.
 """
@@ -51,6 +52,9 @@ def detector_node(context, *args, **kwargs):
         parameters.append({'autostart_node': autostart})
     if argument('engine_path'):
         parameters.append({'engine_path': argument('engine_path')})
+    cameras = [name.strip() for name in argument('cameras').split(',') if name.strip()]
+    if cameras:
+        parameters.append({'cameras': cameras})
     # annotated_image needs a shared-memory segment large enough for camera frames.
     return [Node(
         package=PACKAGE, executable='human_detector_lifecycle' if lifecycle else 'human_detector',
@@ -81,6 +85,11 @@ def generate_launch_description() -> LaunchDescription:
                               description='Namespace of the node and its topics, e.g. /robot1'),
         DeclareLaunchArgument('name', default_value='human_detector',
                               description='Node name'),
+        DeclareLaunchArgument('cameras', default_value='',
+                              description='Comma-separated camera names, e.g. front,rear: one '
+                                          'node for all, topics <camera>/image, '
+                                          '<camera>/detections, ...; empty = the params file\'s '
+                                          'cameras (default: one camera on image)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Use the /clock topic as time source'),
         DeclareLaunchArgument('log_level', default_value='info',

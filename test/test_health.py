@@ -7,8 +7,8 @@ from typing import Dict, List
 import pytest
 
 from human_detector_ros.health import (
-    Level, LOSS_WARN_FRACTION, LOSS_WARN_MIN_FRAMES, MAX_TEXT_CHARS, one_line, PipelineHealth,
-    RATE_WINDOW_S, STAGES)
+    EngineHealth, Level, LOSS_WARN_FRACTION, LOSS_WARN_MIN_FRAMES, MAX_TEXT_CHARS, one_line,
+    PipelineHealth, RATE_WINDOW_S, STAGES)
 
 
 class FakeClock:
@@ -307,3 +307,20 @@ def test_a_few_lost_frames_are_no_warning(clock):
     assert health.report().level == Level.OK and health.losing_frames() is None
     health.lost(LOSS_WARN_MIN_FRAMES)
     assert health.losing_frames() is None  # 3 of 18 is less than LOSS_WARN_FRACTION
+
+
+def test_engine_health_reports_batch_sizes_and_engine_times(clock):
+    engine = EngineHealth(window=3, clock=clock)
+    report = engine.report(extra={'backend': 'onnxruntime'})
+    assert (report.level, report.message) == (Level.OK, 'no frame yet')
+    assert report.values['engine time per batch, median (ms)'] == 'n/a'
+    for frames, engine_ms in ((1, 10.0), (4, 40.0), (2, 30.0), (3, 60.0)):
+        engine.batch(frames, engine_ms)
+        clock.advance(1.0)
+    report = engine.report(extra={'backend': 'onnxruntime'})
+    assert report.message == '4 batches'
+    assert report.values == {
+        'batches': '4', 'batch rate (Hz)': f'{4 / RATE_WINDOW_S:.2f}',
+        'frames per batch, mean of last 3': '3.00', 'largest batch': '4',
+        'engine time per batch, median (ms)': '40.00',
+        'engine time per frame, median (ms)': '15.00', 'backend': 'onnxruntime'}

@@ -13,6 +13,7 @@ from typing import Callable
 
 import pytest
 import rclpy
+import yaml
 
 from launch_standin import launch_description, launch_processes
 from ros_harness import ros2_lifecycle_get, ros2_lifecycle_set, ros2_param_get
@@ -43,6 +44,22 @@ def test_a_params_file_that_does_not_exist_is_an_error_that_names_it(tmp_path):
 def test_invalid_launch_arguments_are_errors_that_name_them(tmp_path, arguments, wrong):
     with pytest.raises(ValueError, match=wrong):
         launch_processes(arguments, tmp_path)
+
+
+def launched_parameters(arguments, tmp_path) -> dict:
+    """The parameters the launch file passes to the node beside the params file."""
+    [process] = launch_processes(arguments, tmp_path)
+    files = [process.command[index + 1] for index, argument in enumerate(process.command)
+             if argument == '--params-file'][1:]
+    return {name: value for path in files
+            for parameters in yaml.safe_load(Path(path).read_text()).values()
+            for name, value in parameters['ros__parameters'].items()}
+
+
+def test_the_cameras_argument_becomes_the_cameras_string_list(tmp_path):
+    assert launched_parameters({'cameras': 'front, rear,,left'}, tmp_path)['cameras'] == [
+        'front', 'rear', 'left']
+    assert 'cameras' not in launched_parameters({}, tmp_path)
 
 
 def wait_until(listener, condition: Callable[[], bool], timeout_s: float) -> bool:

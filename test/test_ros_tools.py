@@ -145,3 +145,11 @@ def test_without_pre_set_callbacks_an_integer_for_a_double_is_refused_with_the_f
     assert ros2_param_set(tool, TARGET, 'conf_threshold', '1.0').successful
     value = ros2_param_get(tool, TARGET, 'conf_threshold')
     assert isinstance(value, float) and value == 1.0
+
+
+def test_an_empty_cameras_list_as_a_dump_writes_it_starts_one_camera(
+        start_process, tiny_model, tmp_path):
+    params = tmp_path / 'cameras.yaml'
+    params.write_text(f'{TARGET}:\n  ros__parameters:\n    cameras: []\n')
+    node = start_detector(start_process, tiny_model, 'node', '--params-file', str(params))
+    assert node.wait_for_output('listening on /dumped/image\n', STARTUP_S), node.output()

@@ -71,9 +71,10 @@ def stamp_ns(header: Header) -> int:
 
 class DepthInput:
     """Subscribes `depth_image` (sensor_msgs/Image 16UC1 or 32FC1, aligned to the colour
-    image) and `camera_info` (of the colour camera); publishes `detections_3d`."""
+    image) and `camera_info` (of the colour camera); publishes `detections_3d`; each topic
+    name after `prefix` (e.g. 'front/' for a camera of several)."""
 
-    def __init__(self, node: Node, tolerance_s: float) -> None:
+    def __init__(self, node: Node, tolerance_s: float, prefix: str = '') -> None:
         self.tolerance_s = tolerance_s
         self.counts = DepthCounts()
         self._logger = node.get_logger()
@@ -82,12 +83,14 @@ class DepthInput:
         self._newest_ns: Optional[int] = None
         self._camera: Optional[Tuple[Intrinsics, int, int]] = None
         self._node = node
-        self._publisher = node.create_publisher(Detection3DArray, 'detections_3d', 10)
+        self._publisher = node.create_publisher(
+            Detection3DArray, prefix + 'detections_3d', 10)
         overrides = QoSOverridingOptions.with_default_policies()
         self._depth_sub = node.create_subscription(
-            Image, 'depth_image', self._on_depth, DEPTH_QOS, qos_overriding_options=overrides)
+            Image, prefix + 'depth_image', self._on_depth, DEPTH_QOS,
+            qos_overriding_options=overrides)
         self._info_sub = node.create_subscription(
-            CameraInfo, 'camera_info', self._on_camera_info, DEPTH_QOS,
+            CameraInfo, prefix + 'camera_info', self._on_camera_info, DEPTH_QOS,
             qos_overriding_options=overrides)
 
     def destroy(self) -> None:

@@ -31,10 +31,12 @@ def stamp_key(header: Header) -> StampKey:
 class DetectionClient(Node):
     """Publishes frames on `image_topic`; collects `detections`, `label_info` and, once
     `subscribe_annotated()` / `subscribe_3d()` are called, `annotated_image` /
-    `detections_3d`, all keyed by stamp. `publish_depth` plays the depth camera."""
+    `detections_3d`, all keyed by stamp. `publish_depth` plays the depth camera. Relative
+    topic names are inside `namespace` (e.g. one camera of a node with `cameras`)."""
 
-    def __init__(self, name: str, image_topic: str = 'image') -> None:
-        super().__init__(name)
+    def __init__(self, name: str, image_topic: str = 'image',
+                 namespace: Optional[str] = None) -> None:
+        super().__init__(name, namespace=namespace)
         self.image_pub = self.create_publisher(Image, image_topic, 1)
         self.detections: Dict[StampKey, Detection2DArray] = {}
         self.annotated: Dict[StampKey, Image] = {}

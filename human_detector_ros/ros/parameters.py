@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -52,6 +53,18 @@ def _class_indices(value: Any) -> Optional[str]:
 def _names(value: Any) -> Optional[str]:
     valid = isinstance(value, LIST_TYPES) and all(isinstance(name, str) for name in value)
     return None if valid else 'must be a list of strings, e.g. ["person"]'
+
+
+CAMERA_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*')
+
+
+def _camera_names(value: Any) -> Optional[str]:
+    valid = isinstance(value, LIST_TYPES) and all(
+        isinstance(name, str) and CAMERA_NAME.fullmatch(name) for name in value) and \
+        len(set(value)) == len(value)
+    return None if valid else ('must be a list of unique relative topic names (letters, '
+                               'digits, _ and /, not starting with a digit), e.g. '
+                               '["front", "rear"]')
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'raw: sensor_msgs/Image on `image`; compressed: '
                   'sensor_msgs/CompressedImage on `<image>/compressed`',
                   read_only=True, check=_one_of(INPUT_TRANSPORTS)),
+    ParameterSpec('cameras', ParameterType.PARAMETER_STRING_ARRAY, None,
+                  'Camera names: each camera has the topics of one in its sub-namespace '
+                  '(<camera>/image, <camera>/detections, ...); unset or empty = one camera on '
+                  'image, detections, ...', read_only=True, check=_camera_names),
     ParameterSpec('conf_threshold', ParameterType.PARAMETER_DOUBLE, 0.5,
                   'Minimum confidence of a published detection', float_range=(0.0, 1.0)),
     ParameterSpec('iou_threshold', ParameterType.PARAMETER_DOUBLE, 0.45,
@@ -215,10 +232,15 @@ def declare_parameters(node: Node, managed: bool = False) -> Dict[str, Any]:
     for spec in PARAMETERS + (LIFECYCLE_PARAMETERS if managed else ()):
         descriptor = spec.descriptor(managed)
         try:
-            value = node.declare_parameter(spec.name, spec.default, descriptor).value
-            if spec.is_unset(value) and value is not None:
+            # rclpy cannot undeclare a read-only parameter: a read-only list is declared
+            # writable first, then again read-only with its value (None for a reloaded null).
+            redeclare = descriptor.read_only and spec.default is None
+            first = spec.descriptor(managed)
+            first.read_only = first.read_only and not redeclare
+            value = node.declare_parameter(spec.name, spec.default, first).value
+            if redeclare or (spec.is_unset(value) and value is not None):
                 node.undeclare_parameter(spec.name)
-                value = node.declare_parameter(spec.name, None, descriptor,
+                value = node.declare_parameter(spec.name, spec.value_of(value), descriptor,
                                                ignore_override=True).value
             elif spec.type == ParameterType.PARAMETER_DOUBLE and _is_integer(value):
                 result = node.set_parameters(integers_as_doubles([node.get_parameter(spec.name)]))

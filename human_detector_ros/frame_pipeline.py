@@ -159,12 +159,17 @@ class FramePipeline:
                     valid.append(index)
                 except HumanDetectorError as error:
                     results[index].error = error
+            detected = []
             for index, found in zip(valid, self._detect_each([frames[i].bgr for i in valid])):
                 if isinstance(found, HumanDetectorError):
                     results[index].error = found
                     continue
-                detections, timings = found
-                self._finish(frames[index], results[index], detections, timings, on_tracked)
+                self._track(frames[index], results[index], *found, on_tracked)
+                detected.append(index)
+            # Only now may a camera wait for its depth frame: every camera's 2D detections
+            # are out by then.
+            for index in detected:
+                self._locate_and_annotate(frames[index], results[index])
             return results
 
     def _apply_settings(self) -> None:
@@ -206,19 +211,26 @@ class FramePipeline:
         timings = self.detector.last_timings
         return [(detections, timings) for detections in found]
 
-    def _finish(self, frame: CameraFrame, result: FrameResult, detections: Detections,
-                timings: StageTimings,
-                on_tracked: Optional[Callable[[FrameResult], None]]) -> None:
-        """Track, locate and annotate one detected frame into `result`."""
+    def _track(self, frame: CameraFrame, result: FrameResult, detections: Detections,
+               timings: StageTimings,
+               on_tracked: Optional[Callable[[FrameResult], None]]) -> None:
+        """Track one detected frame into `result`, then hand it to `on_tracked`."""
         start = time.perf_counter()
         result.detections = detections
         if self._tracking:
             result.track_ids = self._tracker(frame.camera).update(
                 detections.boxes, detections.scores, frame.stamp_s)
-        tracked = time.perf_counter()
+        result.timings_ms = {
+            'preprocess': timings.preprocess_ms, 'infer': timings.infer_ms,
+            'postprocess': timings.postprocess_ms, 'track': (time.perf_counter() - start) * 1e3}
         if on_tracked is not None:
             on_tracked(result)
-        resumed = time.perf_counter()
+
+    def _locate_and_annotate(self, frame: CameraFrame, result: FrameResult) -> None:
+        """3D positions (after the depth frame's wait, when `frame.depth` is a callable) and
+        the annotated image of one tracked frame into `result`."""
+        start = time.perf_counter()
+        detections = result.detections
         depth = frame.depth() if callable(frame.depth) else frame.depth
         if depth is not None:
             result.depth_problem = depth.problem_with(frame.bgr.shape)
@@ -234,10 +246,8 @@ class FramePipeline:
             result.annotated = draw_detections(frame.bgr, detections, self._names,
                                                track_labels(labels, distances))
         annotated = time.perf_counter()
-        result.timings_ms = {
-            'preprocess': timings.preprocess_ms, 'infer': timings.infer_ms,
-            'postprocess': timings.postprocess_ms, 'track': (tracked - start) * 1e3,
-            'locate': (located - resumed) * 1e3, 'annotate': (annotated - located) * 1e3}
+        result.timings_ms.update(locate=(located - start) * 1e3,
+                                 annotate=(annotated - located) * 1e3)
 
     def _tracker(self, camera: str) -> PersonTracker:
         tracker = self._trackers.get(camera)

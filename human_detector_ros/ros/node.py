@@ -130,7 +130,7 @@ class HumanDetectorNode(LifecycleNode):
             backend=self._values['backend'], device=self._values['device'],
             tensorrt_precision=self._values['tensorrt_precision'],
             tensorrt_cache_dir=self._values['tensorrt_cache_dir'] or None,
-            max_batch=self._values['max_batch'])
+            max_batch=self._values['max_batch'] or len(self._values['cameras'] or ['']))
         self._detector.config = self._nms_config(self._values)
         self.engine_health = EngineHealth()
         self._pipeline = self._make_pipeline()

@@ -133,11 +133,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'tensorrt: ' + '|'.join(PRECISIONS) + ' (fp16 builds fp32 on a GPU without '
                   'fast FP16; TensorRT 11 uses the ONNX model\'s own types)',
                   read_only=True, check=_one_of(PRECISIONS)),
-    ParameterSpec('max_batch', ParameterType.PARAMETER_INTEGER, 1,
-                  'Most frames one engine call takes, for a model with a dynamic batch axis; a '
+    ParameterSpec('max_batch', ParameterType.PARAMETER_INTEGER, 0,
+                  'Most frames one engine call takes, for a model with a dynamic batch axis; '
+                  '0 = the number of cameras; a '
                   'TensorRT engine built from ONNX gets the batch profile 1 to max_batch (part '
                   'of its cache key). A model with a fixed batch keeps its own',
-                  read_only=True, int_range=(1, 64)),
+                  read_only=True, int_range=(0, 64)),
     ParameterSpec('tensorrt_cache_dir', ParameterType.PARAMETER_STRING, '',
                   'Folder for TensorRT engines built from ONNX; empty = '
                   '$HUMAN_DETECTOR_ROS_CACHE/engines, else ~/.cache/human_detector_ros/engines',

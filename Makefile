@@ -5,9 +5,14 @@ JAZZY_VENV := $(CURDIR)/.venv-jazzy
 export AMENT_PREFIX_PATH := $(VENV)
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-PYTEST_KILTED = AMENT_PREFIX_PATH=$(VENV) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
-PYTEST_JAZZY = AMENT_PREFIX_PATH=$(JAZZY_VENV) $(JAZZY_VENV)/bin/python -m pytest --ros-only \
+# Test files run in parallel worker processes (pytest-xdist), a whole file on one worker, the
+# longest first (test/conftest.py's LONGEST_FILES); PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST_KILTED = AMENT_PREFIX_PATH=$(VENV) $(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) \
 	$(PYTEST_ARGS)
+PYTEST_JAZZY = AMENT_PREFIX_PATH=$(JAZZY_VENV) $(JAZZY_VENV)/bin/python -m pytest --ros-only \
+	$(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: setup setup-test setup-test-jazzy demo test test-jazzy lint clean
 

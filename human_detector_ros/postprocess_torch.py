@@ -31,12 +31,14 @@ def torchvision_nms() -> Optional[NmsFunction]:
     return torchvision.ops.nms
 
 
-def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+               max_kept: Optional[int] = None) -> torch.Tensor:
     """Greedy NMS in plain torch, as torchvision.ops.nms: kept indices (int64), best first.
 
     boxes (N, 4) xyxy float32, scores (N,), on any device; the indices come back on it.
     Suppresses IoU strictly above the threshold (compared in float64, like torchvision's CPU
-    kernel); ties in score keep input order.
+    kernel); ties in score keep input order. max_kept: stop after this many (the first
+    max_kept of the full result: a kept box depends only on higher-scoring ones).
     """
     import torch
 
@@ -46,7 +48,7 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
     areas = (x2 - x1) * (y2 - y1)
     order = torch.sort(scores.cpu(), descending=True, stable=True).indices
     keep = []
-    while order.numel():
+    while order.numel() and len(keep) != max_kept:
         i = order[0]
         keep.append(i)
         rest = order[1:]
@@ -59,10 +61,13 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
     return kept.to(device)
 
 
-def nms_indices(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """torchvision.ops.nms when available, else `greedy_nms`."""
-    nms = torchvision_nms() or greedy_nms
-    return nms(boxes, scores, iou_threshold)
+def nms_indices(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+                max_kept: Optional[int] = None) -> torch.Tensor:
+    """torchvision.ops.nms when available, else `greedy_nms`; the first max_kept kept."""
+    nms = torchvision_nms()
+    if nms is None:
+        return greedy_nms(boxes, scores, iou_threshold, max_kept)
+    return nms(boxes, scores, iou_threshold)[:max_kept]
 
 
 def non_max_suppression(prediction: torch.Tensor, config: NmsConfig) -> torch.Tensor:
@@ -87,7 +92,7 @@ def non_max_suppression(prediction: torch.Tensor, config: NmsConfig) -> torch.Te
         boxes, scores, class_ids = boxes[best], scores[best], class_ids[best]
     class_float = class_ids.float()
     offsets = class_float[:, None] * (0 if config.agnostic else MAX_WH)
-    keep = nms_indices(boxes + offsets, scores, config.iou_threshold)[:config.max_det]
+    keep = nms_indices(boxes + offsets, scores, config.iou_threshold, config.max_det)
     return torch.cat((boxes[keep], scores[keep, None], class_float[keep, None]), 1)
 
 

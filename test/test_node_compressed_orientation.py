@@ -2,7 +2,7 @@
 stored, the frame that image_transport, cv_bridge and RViz show, not on a turned copy."""
 from __future__ import annotations
 
-from typing import List
+from typing import Iterator, List
 
 import cv2
 import numpy as np
@@ -17,10 +17,11 @@ from human_detector_ros.assets import sample_image_path
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.image_conversion import read_bgr
 from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
-from ros_harness import detector_command
+from ros_harness import detector_command, RosProcess
 
 STARTUP_S = 60.0
 ANSWER_S = 30.0
+TOPIC = '/exif_cam/image'
 
 
 @pytest.fixture(scope='module')
@@ -33,22 +34,29 @@ def wide_jpeg() -> bytes:
     return cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
 
 
+@pytest.fixture(scope='module')
+def compressed_node(rclpy_context, tmp_path_factory) -> Iterator[RosProcess]:
+    """One node on compressed input for every orientation: each frame is answered alone."""
+    log = tmp_path_factory.mktemp('node') / 'human_detector.log'
+    process = RosProcess(detector_command(
+        '-r', '__node:=exif_detector', '-p', 'input_transport:=compressed',
+        '-r', f'image:={TOPIC}', '-r', 'detections:=/exif_cam/detections'), log)
+    yield process
+    assert process.stop() == 0, process.output()
+    assert 'Traceback' not in process.output()
+
+
 @pytest.mark.parametrize('orientation', [6, 3])
 def test_exif_orientation_does_not_turn_the_frame_before_detection(
-        rclpy_context, start_process, wide_jpeg, orientation):
-    topic = f'/exif{orientation}_cam/image'
-    node = start_process(detector_command(
-        '-r', f'__node:=exif{orientation}_detector', '-p', 'input_transport:=compressed',
-        '-r', f'image:={topic}', '-r', f'detections:=/exif{orientation}_cam/detections'),
-        'node')
+        compressed_node, wide_jpeg, orientation):
+    node = compressed_node
     stored = cv2.imdecode(np.frombuffer(wide_jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
     expected = HumanDetector(agnostic_nms=True)(stored)
     assert len(expected) >= 1
     client = DetectionClient(f'exif{orientation}_client', '/unused/image')
     received: List[Detection2DArray] = []
-    client.create_subscription(Detection2DArray, f'/exif{orientation}_cam/detections',
-                               received.append, 10)
-    publisher = client.create_publisher(CompressedImage, topic + '/compressed', 1)
+    client.create_subscription(Detection2DArray, '/exif_cam/detections', received.append, 10)
+    publisher = client.create_publisher(CompressedImage, TOPIC + '/compressed', 1)
     msg = CompressedImage(format='jpeg', data=with_exif_orientation(wide_jpeg, orientation))
     try:
         assert client.spin_until(lambda: publisher.get_subscription_count() > 0, STARTUP_S), \

@@ -213,6 +213,9 @@ def test_torch_nms_equals_numpy_nms(device, seed):
         kept = nms(torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), 0.45)
         assert kept.device.type == device and kept.dtype == torch.int64, name
         assert kept.cpu().tolist() == expected.tolist(), name
+    first = postprocess_torch.nms_indices(torch.from_numpy(boxes).to(device),
+                                          torch.from_numpy(scores).to(device), 0.45, 7)
+    assert first.cpu().tolist() == expected[:7].tolist()
 
 
 def test_greedy_nms_on_nothing_and_the_fallback_without_torchvision(monkeypatch):

@@ -114,13 +114,21 @@ class DetectionClient(Node):
         """Publish a frame and wait for its answer. A frame can be lost on the way (a
         best-effort reader drops samples of a writer it has not matched yet), so while no
         answer comes the frame is sent again every `resend_after_s`, stamped anew unless
-        `header` is given."""
+        `header` is given. Returns the header of the first copy answered (a copy sent earlier
+        may be answered after a later one was sent: the node's inference can take longer
+        than `resend_after_s`) and its detections; None after `timeout_s`."""
         end = time.monotonic() + timeout_s
+        sent: Dict[StampKey, Header] = {}
+
+        def answered() -> Optional[StampKey]:
+            return next((key for key in sent if key in self.detections and (
+                not with_annotated or key in self.annotated)), None)
+
         while time.monotonic() < end:
-            sent = self.publish_frame(bgr, frame_id, header)
-            key = stamp_key(sent)
+            copy = self.publish_frame(bgr, frame_id, header)
+            sent[stamp_key(copy)] = copy
             wait_s = min(resend_after_s, end - time.monotonic())
-            if self.spin_until(lambda: key in self.detections and (
-                    not with_annotated or key in self.annotated), wait_s):
-                return sent, self.detections[key]
+            if self.spin_until(lambda: answered() is not None, wait_s):
+                key = answered()
+                return sent[key], self.detections[key]
         return None

@@ -57,7 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 LONGEST_FILES = [
     'test_ultralytics_parity.py', 'test_dds_hints.py', 'test_node_processes.py', 'test_soak.py',
     'test_engines_tensorrt_build.py', 'test_ros_tools.py', 'test_fuzz_input.py',
-    'test_node_dds.py', 'test_device_nms.py', 'test_torch_paths.py',
+    'test_frame_pipeline.py', 'test_demo.py', 'test_batch.py', 'test_node_cameras.py',
+    'test_node_dds.py', 'test_device_nms.py', 'test_torch_paths.py', 'test_lifecycle.py',
     'test_tracking_depth_dds.py', 'test_node_tensorrt_build.py', 'test_diagnostics.py',
     'test_gpu_pipeline.py', 'test_engines_tensorrt.py', 'test_detector.py', 'test_cli.py',
     'test_diagnostics_text.py', 'test_node_compressed_orientation.py', 'test_launch.py',

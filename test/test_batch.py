@@ -399,6 +399,9 @@ def test_torch_pipeline_batches_the_default_model(models, frames, reference, nms
                                                   resize_on, default_rows):
     """The default model (ONNX Runtime behind `infer_torch`, dynamic batch) through the torch
     pipeline: one forward for the batch, every frame's detections equal the numpy path's."""
+    if nms_kind == 'triton-nms' and CUDA:
+        pytest.skip('compiled Triton kernels take CUDA tensors only: '
+                    'test_torch_pipeline_every_layout runs them on CUDA')
     inner = load_engine(models['dynamic'], device='cpu', max_batch=4)
     cache = default_rows
 
@@ -486,6 +489,7 @@ def test_tensorrt_gpu_standin_batches_through_the_torch_pipeline(monkeypatch, ti
 
 
 def test_parameters_describe_max_batch_and_backends():
+    pytest.importorskip('rcl_interfaces', reason='the node parameters need ROS')
     from human_detector_ros.engines import BACKENDS, REGISTRY
     from human_detector_ros.ros.parameters import PARAMETERS
 

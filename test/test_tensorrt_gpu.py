@@ -122,7 +122,8 @@ def test_auto_pipeline_runs_tensorrt_gpu_resident_in_graphs(
     pipeline = ours.torch_pipeline
     assert ours.engine.backend == 'tensorrt' and pipeline is not None
     assert pipeline.input is ours.engine.torch_input()
-    assert pipeline._forward.graph is not None and pipeline._decode.graph is not None
+    assert pipeline._batches[1].forward.graph is not None and \
+        pipeline._batches[1].decode.graph is not None
     enqueues = dict(standin.trt.calls)
     for name, hw in FRAMES:
         frame = _sample(name, hw)
@@ -168,7 +169,7 @@ def test_uncapturable_engine_runs_eagerly_and_says_why(monkeypatch, tmp_path, ti
     assert 'CUDA graph capture of the forward failed' in caplog.text
     assert 'cannot be captured' in caplog.text
     pipeline = ours.torch_pipeline
-    assert pipeline._forward.graph is None
+    assert pipeline._batches[1].forward.graph is None
     before = standin.trt.calls['execute_async_v3']
     frame = _sample('camera.png', (720, 1280))
     for _ in range(3):

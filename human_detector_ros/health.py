@@ -64,7 +64,8 @@ class PipelineHealth:
 
     `no_image_warn_s`: WARN when no frame arrived for that long (or since start).
     `error_after_failures`: ERROR after that many inference failures in a row; the next
-    published frame clears it.
+    published frame clears it. WARN after as many invalid images in a row (a camera sending
+    only frames that cannot be converted); the next published frame clears it too.
     """
 
     no_image_warn_s: float = 3.0
@@ -85,6 +86,7 @@ class PipelineHealth:
             stage: deque(maxlen=self.window) for stage in STAGES}
         self._age_ms: Deque[float] = deque(maxlen=self.window)
         self._failures_in_a_row = 0
+        self._invalid_in_a_row = 0
         self._last_error = ''
         self._lost_at: Deque[Tuple[float, int]] = deque()
         self._publishers = 0
@@ -129,6 +131,7 @@ class PipelineHealth:
         """A frame could not be converted (bad encoding, size, step, data)."""
         with self._lock:
             self.counts.invalid += 1
+            self._invalid_in_a_row += 1
             self._last_error = reason
 
     def failed(self, reason: str) -> None:
@@ -143,7 +146,7 @@ class PipelineHealth:
         `age_ms` the frame's age at publish (None when its stamp was unset)."""
         with self._lock:
             self.counts.published += 1
-            self._failures_in_a_row = 0
+            self._failures_in_a_row = self._invalid_in_a_row = 0
             _append_recent(self._published_at, self.clock())
             for stage in STAGES:
                 self._stage_ms[stage].append(stage_ms[stage])
@@ -208,6 +211,9 @@ class PipelineHealth:
                                  f'frames: {self._last_error}')
         if idle_s > self.no_image_warn_s:
             return Level.WARN, f'no image for {idle_s:.1f} s'
+        if self._invalid_in_a_row >= self.error_after_failures:
+            return Level.WARN, (f'the last {self._invalid_in_a_row} images were invalid: '
+                                f'{self._last_error}')
         if _losing(lost, total):
             return Level.WARN, (f'{lost} of the last {total} frames were lost in transport '
                                 f'({_percent(lost, total)} %)')

@@ -147,6 +147,19 @@ def ros2_param_set(node: Node, target: str, name: str, text: str) -> SetParamete
         node.destroy_client(client)
 
 
+def ros2_param_delete(node: Node, target: str, name: str) -> SetParametersResult:
+    """Call TARGET/set_parameters exactly as `ros2 param delete TARGET NAME` does (a value of
+    type PARAMETER_NOT_SET undeclares a parameter that accepts it)."""
+    client = node.create_client(SetParameters, f'{target}/set_parameters')
+    request = SetParameters.Request(parameters=[Parameter(
+        name=name, value=ParameterValue(type=ParameterType.PARAMETER_NOT_SET))])
+    try:
+        return answer(node, lambda: client.call_async(request),
+                      f'set_parameters of {target}').results[0]
+    finally:
+        node.destroy_client(client)
+
+
 def ros2_param_get(node: Node, target: str, name: str) -> Any:
     """The value of parameter NAME of TARGET as `ros2 param get TARGET NAME` reads it."""
     client = node.create_client(GetParameters, f'{target}/get_parameters')

@@ -149,6 +149,22 @@ def test_error_after_failures_in_a_row_and_ok_after_a_published_frame(clock):
     assert report.values['last error'] == 'odd width'
 
 
+def test_warn_after_invalid_images_in_a_row_until_a_frame_is_published(clock):
+    health = PipelineHealth(clock=clock, error_after_failures=3)
+    health.received()
+    for index in range(2):
+        health.invalid(f'bad step {index}')
+        assert health.report().level == Level.OK
+    health.invalid('bad encoding')
+    report = health.report()
+    assert report.level == Level.WARN
+    assert 'last 3 images were invalid' in report.message and 'bad encoding' in report.message
+    health.published(stage_times(1.0), 5.0)
+    assert health.report().level == Level.OK
+    health.invalid('bad step')
+    assert health.report().level == Level.OK
+
+
 def test_failures_interrupted_by_a_published_frame_do_not_add_up(clock):
     health = PipelineHealth(clock=clock, error_after_failures=2)
     health.received()

@@ -169,6 +169,9 @@ def test_a_silent_camera_and_one_of_malformed_frames_change_nothing_for_the_othe
     assert after['frames dropped (invalid image)'] > before['right'][
         'frames dropped (invalid image)']
     assert 'step' in diagnostics['right'].values()['last error']
+    warned = diagnostics['right'].wait_for(
+        lambda status: 'images were invalid' in status.message, HANG_GUARD_S)
+    assert warned is not None and warned.level == bytes([1])
     for camera in ('front', 'rear'):
         counts = diagnostics[camera].settled_counts()
         assert counts['frames published'] >= before[camera]['frames published'] + 3

@@ -17,7 +17,9 @@ from human_detector_ros.ros.detection_client import DetectionClient, stamp_key
 from human_detector_ros.detector import HumanDetector
 from human_detector_ros.image_conversion import image_msg_to_bgr
 from human_detector_ros.image_conversion import read_bgr
-from ros_harness import UPSTREAM_TYPE_HASHES, detector_command, RosProcess, ros2_param_set
+from ros_harness import (
+    UPSTREAM_TYPE_HASHES, detector_command, RosProcess, ros2_param_delete, ros2_param_get,
+    ros2_param_set)
 
 STARTUP_S = 60.0
 NODE = '/human_detector'
@@ -191,6 +193,18 @@ def test_invalid_values_are_rejected_with_a_reason(client, reference, name, text
     frame = read_bgr(str(sample_image_path('camera.png')))
     _, msg = detect(client, frame)
     assert_same_detections(msg, reference(frame))
+
+
+def test_deleting_a_parameter_unsets_a_list_and_is_refused_otherwise(
+        client, restore_parameters):
+    # rclpy would undeclare a list that accepts "not set", and later sets of it would fail.
+    assert ros2_param_set(client, NODE, 'classes', '[1]').successful
+    assert ros2_param_delete(client, NODE, 'classes').successful
+    assert ros2_param_get(client, NODE, 'classes') == []
+    assert ros2_param_set(client, NODE, 'classes', '[0]').successful
+    result = ros2_param_delete(client, NODE, 'conf_threshold')
+    assert not result.successful and 'cannot be deleted' in result.reason
+    assert ros2_param_get(client, NODE, 'conf_threshold') == pytest.approx(0.5)
 
 
 def test_publish_annotated_false_stops_the_annotated_image(client, two_people,

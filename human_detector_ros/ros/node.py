@@ -270,6 +270,10 @@ class HumanDetectorNode(LifecycleNode):
             spec = PARAMETERS_BY_NAME.get(parameter.name)
             if spec is None:
                 continue
+            if parameter.type_ == Parameter.Type.NOT_SET:  # see parameters.as_declared
+                return SetParametersResult(
+                    successful=False, reason=f'{parameter.name} cannot be deleted: set a value '
+                                             '(an empty list [] unsets a list)')
             problem = spec.problem(parameter.value)
             if problem:
                 return SetParametersResult(successful=False,

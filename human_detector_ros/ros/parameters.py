@@ -207,15 +207,26 @@ PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {
 """Every parameter either node declares, by name."""
 
 
-def integers_as_doubles(parameters: List[Parameter]) -> List[Parameter]:
-    """Pre-set parameters callback: an integer for a double parameter becomes that double.
+def as_declared(parameters: List[Parameter]) -> List[Parameter]:
+    """Pre-set parameters callback: values the ROS tools send, as the node declares them.
 
-    `ros2 param set NODE conf_threshold 1` sends an INTEGER, which rclpy would reject.
+    `ros2 param set NODE conf_threshold 1` sends an INTEGER for a double, which rclpy would
+    reject: it becomes that double. "Not set" for an optional list (`ros2 param load` of a
+    dumped `null`, `ros2 param delete`) becomes the empty list, which means unset too: rclpy
+    would otherwise undeclare the parameter, and every later set of it would fail.
     """
-    return [Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
-            if parameter.name in PARAMETERS_BY_NAME and _is_integer(parameter.value) and
-            PARAMETERS_BY_NAME[parameter.name].type == ParameterType.PARAMETER_DOUBLE
-            else parameter for parameter in parameters]
+    return [_as_declared(parameter) for parameter in parameters]
+
+
+def _as_declared(parameter: Parameter) -> Parameter:
+    spec = PARAMETERS_BY_NAME.get(parameter.name)
+    if spec is None:
+        return parameter
+    if spec.type == ParameterType.PARAMETER_DOUBLE and _is_integer(parameter.value):
+        return Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+    if spec.default is None and parameter.type_ == Parameter.Type.NOT_SET:
+        return Parameter(parameter.name, Parameter.Type(spec.type), [])
+    return parameter
 
 
 def declare_parameters(node: Node, managed: bool = False) -> Dict[str, Any]:
@@ -224,9 +235,10 @@ def declare_parameters(node: Node, managed: bool = False) -> Dict[str, Any]:
 
     What the ROS tools write loads back: an integer for a double (`-p no_image_warn_s:=5`,
     `x: 5` in a params file) is taken as that double, and a list that `ros2 param dump`
-    wrote as `null` stays unset. Later integers for doubles (`ros2 param set`) are converted
-    where rclpy has pre-set parameter callbacks (Iron and newer); on Humble `problem`
-    rejects them with a reason that says to write 1.0.
+    wrote as `null` stays unset. Later integers for doubles (`ros2 param set`) and "not set"
+    for lists are converted (`as_declared`) where rclpy has pre-set parameter callbacks (Iron
+    and newer); on Humble `problem` rejects such integers with a reason that says to write
+    1.0, and the node refuses "not set".
     Raises InvalidParameterError naming the parameter, the value and the fix.
     """
     values = {}
@@ -244,7 +256,7 @@ def declare_parameters(node: Node, managed: bool = False) -> Dict[str, Any]:
                 value = node.declare_parameter(spec.name, spec.value_of(value), descriptor,
                                                ignore_override=True).value
             elif spec.type == ParameterType.PARAMETER_DOUBLE and _is_integer(value):
-                result = node.set_parameters(integers_as_doubles([node.get_parameter(spec.name)]))
+                result = node.set_parameters(as_declared([node.get_parameter(spec.name)]))
                 if not result[0].successful:
                     raise InvalidParameterError(
                         f'parameter {spec.name} = {value}: {result[0].reason}. Fix it in the '
@@ -259,5 +271,5 @@ def declare_parameters(node: Node, managed: bool = False) -> Dict[str, Any]:
                 'file or on the command line (-p name:=value).')
         values[spec.name] = spec.value_of(value)
     if hasattr(node, 'add_pre_set_parameters_callback'):  # rclpy in Iron and newer
-        node.add_pre_set_parameters_callback(integers_as_doubles)
+        node.add_pre_set_parameters_callback(as_declared)
     return values

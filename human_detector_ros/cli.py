@@ -114,6 +114,13 @@ def parse_intrinsics(text: str) -> Intrinsics:
             f'expected fx,fy,cx,cy in pixels with fx, fy > 0, got {text!r} ({error})') from None
 
 
+def class_index(text: str) -> int:
+    """A class index >= 0; argparse type."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f'expected a class index >= 0, got {text!r}')
+    return int(text)
+
+
 def read_depth(path: Path) -> DepthImage:
     """A depth image file: single-channel 16-bit millimetres (PNG, as 16UC1) or 32-bit float
     metres (TIFF, as 32FC1). Raises InputError when it is neither."""
@@ -247,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--conf', type=float, default=0.5, help='confidence threshold')
     parser.add_argument('--iou', type=float, default=0.45, help='NMS IoU threshold')
     parser.add_argument('--max-det', type=int, default=300, help='most detections per image')
-    parser.add_argument('--classes', type=int, nargs='+', default=None,
+    parser.add_argument('--classes', type=class_index, nargs='+', default=None,
                         help='keep only these class ids')
     parser.add_argument('--agnostic-nms', action='store_true',
                         help='suppress overlapping boxes across classes')
@@ -302,10 +309,20 @@ def _depth_files(args: argparse.Namespace) -> Optional[DepthFiles]:
     return DepthFiles(args.depth, intrinsics, size)
 
 
+def _writable(output_dir: Path) -> None:
+    """Make `output_dir`; raises InputError when it cannot be made."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f'cannot create --output-dir {output_dir}: '
+                         f'{error.strerror or error}') from None
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         files = collect_inputs(args.inputs)
         depth = _depth_files(args)
+        _writable(args.output_dir)
         detector = HumanDetector(args.model, backend=args.backend, device=args.device,
                                  tensorrt_precision=args.tensorrt_precision,
                                  conf_threshold=args.conf, iou_threshold=args.iou,
@@ -323,7 +340,6 @@ def _run(args: argparse.Namespace) -> int:
         except HumanDetectorError as error:
             print(f'human_detector_cli: error: {error}', file=sys.stderr)
             return EXIT_USAGE
-        args.output_dir.mkdir(parents=True, exist_ok=True)
         for path in files:
             try:
                 records.extend(process_file(pipeline, path, args.output_dir, used, depth))

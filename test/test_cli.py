@@ -236,3 +236,18 @@ def test_depth_without_what_it_needs_exits_2(tmp_path, capsys, arguments, messag
     assert main([image, *CPU, *arguments, '--output-dir', str(tmp_path / 'out')]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+def test_an_output_dir_that_cannot_be_made_exits_2(tmp_path, capsys):
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    image = str(assets.sample_image_path('camera.png'))
+    assert main([image, *CPU, '--output-dir', str(blocker / 'out')]) == 2
+    assert 'cannot create --output-dir' in capsys.readouterr().err
+
+
+def test_a_negative_class_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(assets.sample_image_path('camera.png')), *CPU, '--classes', '0', '-1'])
+    assert exit_info.value.code == 2
+    assert 'class index >= 0' in capsys.readouterr().err

@@ -77,7 +77,9 @@ class DepthInput:
     def __init__(self, node: Node, tolerance_s: float, prefix: str = '') -> None:
         self.tolerance_s = tolerance_s
         self.counts = DepthCounts()
-        self._logger = node.get_logger()
+        # A camera of several logs (and throttles) under its own name, as its channel does.
+        self._logger = node.get_logger().get_child(prefix.rstrip('/')) if prefix \
+            else node.get_logger()
         self._ready = threading.Condition()
         self._frames: StampBuffer[DepthImage] = StampBuffer(DEPTH_BUFFER_FRAMES)
         self._newest_ns: Optional[int] = None

@@ -209,11 +209,14 @@ class PipelineHealth:
         if self._failures_in_a_row >= self.error_after_failures:
             return Level.ERROR, (f'inference failed on the last {self._failures_in_a_row} '
                                  f'frames: {self._last_error}')
+        warnings = []
         if idle_s > self.no_image_warn_s:
-            return Level.WARN, f'no image for {idle_s:.1f} s'
+            warnings.append(f'no image for {idle_s:.1f} s')
         if self._invalid_in_a_row >= self.error_after_failures:
-            return Level.WARN, (f'the last {self._invalid_in_a_row} images were invalid: '
-                                f'{self._last_error}')
+            warnings.append(f'the last {self._invalid_in_a_row} images were invalid: '
+                            f'{self._last_error}')
+        if warnings:
+            return Level.WARN, '; '.join(warnings)
         if _losing(lost, total):
             return Level.WARN, (f'{lost} of the last {total} frames were lost in transport '
                                 f'({_percent(lost, total)} %)')

@@ -159,6 +159,9 @@ def test_warn_after_invalid_images_in_a_row_until_a_frame_is_published(clock):
     report = health.report()
     assert report.level == Level.WARN
     assert 'last 3 images were invalid' in report.message and 'bad encoding' in report.message
+    clock.advance(10.0)
+    assert health.report().message.startswith('no image for 10.0 s; the last 3 images')
+    health.received()
     health.published(stage_times(1.0), 5.0)
     assert health.report().level == Level.OK
     health.invalid('bad step')

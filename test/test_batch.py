@@ -36,10 +36,10 @@ from human_detector_ros.postprocess import Detections
 import tensorrt_standin
 
 torch = pytest.importorskip('torch')  # the Jazzy tier has no torch
-from torch import nn  # noqa: E402
 
 from human_detector_ros import device_nms, gpu_pipeline  # noqa: E402
 from network_inputs import OnnxThroughTorch  # noqa: E402
+from test_gpu_pipeline import TinyYolo  # noqa: E402  [B, 3, 640, 640] -> [B, 6, 1600], raw
 
 pytestmark = pytest.mark.filterwarnings(
     'ignore:`torch.jit.*deprecated:DeprecationWarning', 'ignore::torch.jit.TracerWarning',
@@ -215,29 +215,6 @@ def test_tensorrt_binding_api_and_profile_min_above_one(monkeypatch, models, fra
 
 
 # --- small traced modules: every output layout, every backend -------------------------------
-
-class TinyYolo(nn.Module):
-    """[B, 3, 640, 640] -> [B, 6, 1600] raw head: overlapping boxes, standardised scores."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.head = nn.Conv2d(3, 6, kernel_size=16, stride=16)
-        grid_y, grid_x = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing='ij')
-        self.register_buffer('grid_x', (grid_x + 0.5) * 16)
-        self.register_buffer('grid_y', (grid_y + 0.5) * 16)
-
-    def forward(self, x):
-        y = self.head(x)
-        centre_x = self.grid_x + y[:, 0] * 8
-        centre_y = self.grid_y + y[:, 1] * 8
-        width = 40 + 80 * y[:, 2].sigmoid()
-        height = 60 + 120 * y[:, 3].sigmoid()
-        boxes = torch.stack((centre_x, centre_y, width, height), 1)
-        logits = y[:, 4:].flatten(2)
-        logits = (logits - logits.mean(2, keepdim=True)) / logits.std(2, keepdim=True)
-        return torch.cat((boxes.flatten(2), (logits * 2 - 4).sigmoid()), 1)
-
 
 class TinyEndToEnd(TinyYolo):
     """[B, 3, 640, 640] -> [B, 300, 6]: each image's 300 best rows."""

@@ -59,9 +59,12 @@ class Manager(DetectionClient):
         return ros2_lifecycle_set(self, NODE, label)
 
     def went(self, *states: int) -> bool:
-        """True once transition_event has reported exactly these goal states, in order."""
+        """True once transition_event's newest goal states are these, in order. The events of
+        the transition before may arrive after its ChangeState answer (`set` clears them), but
+        never after this transition's own."""
         return self.spin_until(
-            lambda: [event.goal_state.id for event in self.events] == list(states), ANSWER_S)
+            lambda: [event.goal_state.id for event in self.events][-len(states):] ==
+            list(states), ANSWER_S)
 
     def quiet(self) -> bool:
         """Publish frames for QUIET_S; True if no detections came back."""

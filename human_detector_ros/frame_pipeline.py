@@ -96,6 +96,9 @@ class FramePipeline:
         self._names: Dict[int, str] = dict(names if names is not None else detector.names)
         self._trackers: Dict[str, PersonTracker] = {}
         self._run_lock = threading.Lock()
+        self.detect_ms = 0.0
+        """Detector time (preprocess + infer + postprocess) of the last `process_batch`, its
+        detector calls summed: each frame's `timings_ms` holds its batch's, not a share."""
         self._settings_lock = threading.Lock()
         self._pending: Dict[str, object] = {}
 
@@ -151,6 +154,7 @@ class FramePipeline:
         first); its time is not part of the stage timings."""
         with self._run_lock:
             self._apply_settings()
+            self.detect_ms = 0.0
             results = [FrameResult(frame.camera, Detections.empty()) for frame in frames]
             valid = []
             for index, frame in enumerate(frames):
@@ -209,6 +213,7 @@ class FramePipeline:
         times (what its detection waited for); raises HumanDetectorError."""
         found = self.detector.detect_batch(images)
         timings = self.detector.last_timings
+        self.detect_ms += timings.total_ms
         return [(detections, timings) for detections in found]
 
     def _track(self, frame: CameraFrame, result: FrameResult, detections: Detections,

@@ -157,6 +157,11 @@ def test_a_bad_frame_fails_alone(detector, frames):
     assert good.error is None and other.error is None
     np.testing.assert_array_equal(good.detections.boxes, detector(frames[0]).boxes)
     np.testing.assert_array_equal(other.detections.boxes, detector(frames[1]).boxes)
+    # Both detected frames came from one detector call: its time, counted once.
+    detection = ('preprocess', 'infer', 'postprocess')
+    assert [good.timings_ms[stage] for stage in detection] == [
+        other.timings_ms[stage] for stage in detection]
+    assert pipeline.detect_ms == pytest.approx(sum(good.timings_ms[stage] for stage in detection))
     with pytest.raises(InvalidImageError, match='HxWx3 uint8'):
         pipeline.process(CameraFrame('b', grey))
 

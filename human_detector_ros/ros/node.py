@@ -345,11 +345,9 @@ class HumanDetectorNode(LifecycleNode):
         results = self._pipeline.process_batch(
             [channel.camera_frame(header, bgr) for channel, header, bgr, _ in inputs],
             on_tracked)
-        detected = [result.timings_ms for result in results if result.error is None]
+        detected = sum(result.error is None for result in results)
         if detected:
-            self.engine_health.batch(len(detected), sum(
-                timings['preprocess'] + timings['infer'] + timings['postprocess']
-                for timings in detected))
+            self.engine_health.batch(detected, self._pipeline.detect_ms)
         for (channel, header, _, convert_ms), result in zip(inputs, results):
             if result.error is not None:
                 channel.detection_failed(str(result.error))

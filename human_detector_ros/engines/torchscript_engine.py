@@ -40,12 +40,6 @@ class TorchScriptEngine(Engine):
     TorchScript declares no shapes: with max_batch > 1 one forward of two images at load
     tells whether the module takes a batch (input [-1, 3, H, W], `max_batch` as asked) or
     only one image (input [1, 3, H, W], `max_batch` 1).
-
-    On CUDA the module's weights and its input are kept channels-last (NHWC in memory, same
-    shapes): cuDNN's tensor-core convolutions work in NHWC, so an NCHW module pays a layout
-    conversion around each of them (on an H100, the default fp16 export: 1.12 -> 1.04 ms for
-    one image, 2.08 -> 1.65 ms for four; on random input the outputs moved by at most 1.0,
-    box coordinates being fp16 values up to 640).
     """
 
     backend = 'torchscript'
@@ -79,9 +73,7 @@ class TorchScriptEngine(Engine):
                 f'PyTorch {torch.__version__} cannot load TorchScript model {model_path}: '
                 f'{error}. The file may be truncated or not TorchScript; re-export it '
                 f'(`yolo export model=best.pt format=torchscript`).') from None
-        self._memory_format = (torch.channels_last if self._device.type == 'cuda'
-                               else torch.contiguous_format)
-        self._module = module.eval().to(memory_format=self._memory_format)
+        self._module = module.eval()
         metadata = metadata_from_torchscript_config(extra_files['config.txt'], model_path)
         parameter = next(iter(module.parameters()), None)
         dtype = np.dtype(np.float16) if parameter is not None and \
@@ -127,7 +119,6 @@ class TorchScriptEngine(Engine):
 
     def _forward(self, images: Any) -> Dict[str, Any]:
         with self._torch.inference_mode():
-            images = images.contiguous(memory_format=self._memory_format)
             results = _flatten(self._module(images))
         if not all(isinstance(tensor, self._torch.Tensor) for tensor in results):
             raise TypeError('the module returned something other than tensors')

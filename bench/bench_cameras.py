@@ -10,12 +10,14 @@ and random noise, resized to 1080p), three ways to serve them:
 - sequential: one process, one single-camera HumanDetector; each step is N `detect()` calls.
 
 Each mode runs in fresh processes that load, warm up and then wait, so the device memory of
-every process is read (nvidia-smi, per process id) while all are loaded, before the timed run
-starts for all at once. Figures: frames per second over all cameras, the per-frame latency
-p50/p90 (a frame's latency runs from the start of its step, when all N frames are at hand, to
-its detections: the batch time in batched mode, the time to its turn's end in sequential
-mode, its own call in processes mode), and the device memory of each process and all
-together (on the CPU: their resident memory).
+every process is read (nvidia-smi, per process id) while all are loaded; then all start at
+once and run untimed for `--warmup-seconds`, so that the timed steps begin on a device already
+under their common load (a few dozen warm-up steps of a batch last only a tenth of a second),
+and each records the GPU's SM clock after its timed steps. Figures: frames per second over all
+cameras, the per-frame latency p50/p90 (a frame's latency runs from the start of its step,
+when all N frames are at hand, to its detections: the batch time in batched mode, the time to
+its turn's end in sequential mode, its own call in processes mode), and the device memory of
+each process and all together (on the CPU: their resident memory).
 
 GPU machine, the default weights exported by Ultralytics to TorchScript fp16, through the
 TorchScript backend and behind the GPU stand-in for TensorRT with a dynamic batch profile:
@@ -119,12 +121,29 @@ def worker(spec: Dict[str, Any], connection: Any) -> None:
                      'engine_max_batch': detector.engine.max_batch,
                      'pipeline': 'torch' if detector.torch_pipeline is not None else 'numpy'})
     connection.recv()
+    warm_until = time.perf_counter() + spec['warmup_seconds']
+    while time.perf_counter() < warm_until:
+        step()
     started = time.perf_counter()
     latencies: List[float] = []
     for _ in range(spec['frames']):
         latencies += step()
-    connection.send({'latencies_ms': latencies, 'start': started, 'end': time.perf_counter()})
+    ended = time.perf_counter()
+    pipeline = detector.torch_pipeline
+    connection.send({'latencies_ms': latencies, 'start': started, 'end': ended,
+                     'sm_clock_mhz': sm_clock_mhz(detector.engine.device) if cuda else None,
+                     'nms_fallbacks': pipeline.fallbacks if pipeline is not None else None})
     detector.close()
+
+
+def sm_clock_mhz(device: str) -> Optional[int]:
+    """The GPU's current SM clock in MHz (NVML through torch), or None where NVML is absent."""
+    import torch
+
+    try:
+        return int(torch.cuda.clock_rate(device))
+    except Exception:  # no NVML library or no pynvml module: the figure is optional
+        return None
 
 
 def device_memory_by_pid() -> Dict[int, float]:
@@ -149,7 +168,7 @@ def run_mode(mode: str, cameras: int, model: pathlib.Path, backend: str,
     """One mode with `cameras` cameras, in fresh processes; its figures."""
     context = multiprocessing.get_context('spawn')
     base = {'mode': mode, 'model': str(model), 'backend': backend, 'device': args.device,
-            'frames': args.frames, 'warmup': args.warmup,
+            'frames': args.frames, 'warmup': args.warmup, 'warmup_seconds': args.warmup_seconds,
             'standin': backend == 'tensorrt' and args.tensorrt_standin}
     if mode == 'processes':
         specs = [dict(base, cameras=[camera], max_batch=1) for camera in range(cameras)]
@@ -188,6 +207,10 @@ def run_mode(mode: str, cameras: int, model: pathlib.Path, backend: str,
         'latency_p90_ms': float(np.percentile(latencies, 90)),
         'frames': len(latencies),
         'memory_per_process': [entry['memory'] for entry in ready],
+        'sm_clock_mhz_after_run': [result['sm_clock_mhz'] for result in done],
+        # Frames, warm-up included, whose candidates overflowed the fixed-size NMS (then the
+        # exact NMS runs after one more synchronisation).
+        'nms_fallbacks': [result['nms_fallbacks'] for result in done],
         'device_mib_total': (sum(device_total) if all(value is not None
                                                       for value in device_total) else None),
         'rss_mib_total': sum(entry['memory']['rss_mib'] for entry in ready),
@@ -238,7 +261,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--device', default='cuda:0')
     parser.add_argument('--frames', type=int, default=100,
                         help='timed steps per process (a step serves every camera once)')
-    parser.add_argument('--warmup', type=int, default=20)
+    parser.add_argument('--warmup', type=int, default=20,
+                        help='steps before the memory is read (graph capture, allocations)')
+    parser.add_argument('--warmup-seconds', type=float, default=1.0,
+                        help='seconds every process runs after the common start, untimed')
     parser.add_argument('--out', type=pathlib.Path, required=True)
     args = parser.parse_args(argv)
     report: Dict[str, Any] = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -4,8 +4,8 @@ For each batch size, in one process: the wall time of `detect_batch` on that man
 camera frames (the frames of `bench_cameras.py`) with its stage split (`last_timings`), then
 each stage on its own: the host's copy of the rows the letterbox reads into pinned memory
 (perf_counter), and on the device, from CUDA events on the pipeline's stream after its
-synchronisation, the uploads, the letterbox of the batch, the engine's forward, the NMS and the
-download of the kept rows; and the forward replayed back to back (the engine's floor).
+synchronisation, the uploads, the letterboxes (one per frame), the engine's forward, the NMS
+and the download of the kept rows; and the forward replayed back to back (the engine's floor).
 Figures: median and p90 in milliseconds over `--steps` after `--warmup`.
 
 GPU machine, a TorchScript export at hand (or `--export-weights best.pt`):
@@ -47,7 +47,7 @@ def device_stages(detector: HumanDetector, frames: List[np.ndarray], steps: int
 
     pipeline = detector.torch_pipeline
     transforms = [detector.checked_transform(frame) for frame in frames]
-    stages = pipeline._stages_of(transforms)
+    stages = [pipeline._stage(transform, slot) for slot, transform in enumerate(transforms)]
     batch = pipeline._batch(len(frames))
     stream = pipeline._stream
     events = [torch.cuda.Event(enable_timing=True) for _ in range(len(DEVICE_STAGES) + 1)]
@@ -56,16 +56,14 @@ def device_stages(detector: HumanDetector, frames: List[np.ndarray], steps: int
     with torch.inference_mode(), torch.cuda.stream(stream):
         for _ in range(steps):
             started = time.perf_counter()
-            for stage, members in stages:
-                for position, index in enumerate(members):
-                    stage.copy_rows[position](frames[index])
+            for stage, frame in zip(stages, frames):
+                stage.copy_rows(frame)
             host_copy.append((time.perf_counter() - started) * 1e3)
             events[0].record(stream)
-            for stage, members in stages:
-                for position in range(len(members)):
-                    stage.frames[position].copy_(stage.host[position], non_blocking=True)
+            for stage in stages:
+                stage.frame.copy_(stage.host, non_blocking=True)
             events[1].record(stream)
-            for stage, _ in stages:
+            for stage in stages:
                 stage.letterbox()
             events[2].record(stream)
             batch.outputs = batch.forward()

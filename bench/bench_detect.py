@@ -330,7 +330,7 @@ def engine_figures(path: pathlib.Path, seed_forward: Any, args: argparse.Namespa
     figures['cuda_api_calls_1080p'] = cuda_api_calls(detector, frame)
     figures['graphs_alone_1080p'] = {
         name: summary(timed(lambda: replay_and_wait(graph), args.frames, args.warmup))
-        for name, graph in (('letterbox', pipeline._stages[((1080, 1920), 0, 1)].letterbox.graph),
+        for name, graph in (('letterbox', pipeline._stages[((1080, 1920), 0)].letterbox.graph),
                             ('nms', pipeline._batches[1].decode.graph)) if graph is not None}
     figures['nms_fallbacks'] = pipeline.fallbacks
     if args.memory_frames:

@@ -1,10 +1,9 @@
 """Whole frames through a torch engine on its own device: GPU-resident on CUDA.
 
 Frames run one at a time or as a batch (`run_batch`): each frame has its slot in one
-[max_batch, 3, H, W] device input; the frames of one source size take consecutive slots and
-one letterbox launch from their frame buffers, and the engine runs the batch in one call; the
-fixed-size NMS runs over the whole batch (the Triton kernels with one program per image, the
-torch NMS image by image) in one captured graph.
+[max_batch, 3, H, W] device input, with its own frame buffers per slot and source size, and
+the engine runs the batch in one call; the fixed-size NMS runs over the whole batch (the Triton
+kernels with one program per image, the torch NMS image by image) in one captured graph.
 Each batch size used gets its own CUDA graphs (forward and NMS).
 
 On CUDA, one frame costs one synchronisation: the HxWx3 uint8 BGR frame is copied into a pinned
@@ -146,27 +145,26 @@ class RowCopy:
 
 
 class _Stage:
-    """The frame buffers of `count` frames of one source size and one letterbox from them into
-    `count` consecutive slots of the network input.
+    """The frame buffers of one source size and the letterbox from them into the network input.
 
-    host: the (count, h, w, 3) uint8 tensor the host writes (pinned on CUDA, the device frames
-    themselves on the CPU), or only the frame rows `rows` (ascending int64) when not all are
-    needed; host_arrays[i]: frame i's numpy view of it; copy_rows[i]: a frame -> host[i].
+    host: the (h, w, 3) uint8 tensor the host writes (pinned on CUDA, the device frame itself
+    on the CPU), or only the frame rows `rows` (ascending int64) when not all are needed;
+    host_array: its numpy view; copy_rows: frame -> host.
     """
 
-    def __init__(self, hw: Tuple[int, int], count: int, device: torch.device,
+    def __init__(self, hw: Tuple[int, int], device: torch.device,
                  letterbox_into: Callable[[torch.Tensor], Any],
                  rows: Optional[np.ndarray] = None) -> None:
         import torch
 
-        shape = (count, len(rows) if rows is not None else hw[0], hw[1], 3)
-        self.frames = torch.empty(shape, dtype=torch.uint8, device=device)
+        shape = (len(rows) if rows is not None else hw[0], hw[1], 3)
+        self.frame = torch.empty(shape, dtype=torch.uint8, device=device)
         self.host = (torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-                     if device.type == 'cuda' else self.frames)
-        self.host_arrays = [frame.numpy() for frame in self.host]
+                     if device.type == 'cuda' else self.frame)
+        self.host_array = self.host.numpy()
         self.rows = rows
-        self.copy_rows = [RowCopy(rows, frame) for frame in self.host]
-        self.letterbox = _Launch(lambda: letterbox_into(self.frames), 'letterbox')
+        self.copy_rows = RowCopy(rows, self.host)
+        self.letterbox = _Launch(lambda: letterbox_into(self.frame), 'letterbox')
 
 
 class _Batch:
@@ -213,7 +211,7 @@ class TorchPipeline:
         self.fallbacks = 0
         self.stage_ms: Tuple[float, float, float] = (0.0, 0.0, 0.0)
         self._host_postprocess = postprocess
-        self._stages: collections.OrderedDict[Tuple[Tuple[int, int], int, int], _Stage] = \
+        self._stages: collections.OrderedDict[Tuple[Tuple[int, int], int], _Stage] = \
             collections.OrderedDict()
         self._host_outputs: Dict[Tuple[str, Tuple[int, ...]],
                                  Tuple[torch.Tensor, np.ndarray]] = {}
@@ -265,15 +263,11 @@ class TorchPipeline:
         (output,) = batch.outputs.values()
         return {'rows': fixed_size_nms(output, self.limits, self.nms_capacity, NMS_ROUNDS)}
 
-    def _source_size(self, transform: LetterboxTransform) -> Tuple[int, int]:
-        """The size of the frame buffer a frame of `transform` fills."""
-        return transform.src_hw if self.resize_on == 'device' else transform.dst_hw
-
-    def _stage(self, transform: LetterboxTransform, first: int, count: int) -> _Stage:
-        """The buffers for `count` frames of this frame's size in batch slots first.., made
-        (and their letterbox into those slots captured) once."""
-        size = self._source_size(transform)
-        key = (size, first, count)
+    def _stage(self, transform: LetterboxTransform, slot: int) -> _Stage:
+        """The buffers for this frame's size in batch slot `slot`, made (and their letterbox
+        into that slot captured) once."""
+        size = transform.src_hw if self.resize_on == 'device' else transform.dst_hw
+        key = (size, slot)
         stage = self._stages.get(key)
         if stage is not None:
             self._stages.move_to_end(key)
@@ -285,28 +279,15 @@ class TorchPipeline:
         # The stage's closure holds the letterbox tables: a captured graph reads them.
         letterbox_into = DeviceLetterbox(source, self.device)
         rows = letterbox_into.source_rows
-        out = self.input[first:first + count]
-        stage = _Stage(size, count, self.device, lambda frames: letterbox_into(frames, out),
+        out = self.input[slot:slot + 1]
+        stage = _Stage(size, self.device, lambda frame: letterbox_into(frame, out),
                        rows if len(rows) < size[0] else None)
         if self.use_graphs:
             stage.letterbox.capture(self._stream)
         self._stages[key] = stage
-        while sum(count for _, _, count in self._stages) > KEPT_SOURCE_SIZES * self.max_batch:
+        if len(self._stages) > KEPT_SOURCE_SIZES * self.max_batch:
             self._stages.popitem(last=False)
         return stage
-
-    def _stages_of(self, transforms: Sequence[LetterboxTransform]
-                   ) -> List[Tuple[_Stage, List[int]]]:
-        """(stage, the indices of its frames in `transforms`) for each source size, in the
-        order of first appearance; their frames fill the batch slots in that order."""
-        runs: Dict[Tuple[int, int], List[int]] = {}
-        for index, transform in enumerate(transforms):
-            runs.setdefault(self._source_size(transform), []).append(index)
-        stages, first = [], 0
-        for members in runs.values():
-            stages.append((self._stage(transforms[members[0]], first, len(members)), members))
-            first += len(members)
-        return stages
 
     def _mark(self, index: int) -> None:
         if self.cuda:
@@ -319,15 +300,13 @@ class TorchPipeline:
             return self._marks[first].elapsed_time(self._marks[last])
         return (self._marks[last] - self._marks[first]) * 1e3
 
-    def _upload(self, stage: _Stage, index: int, bgr: np.ndarray,
-                transform: LetterboxTransform) -> None:
+    def _upload(self, stage: _Stage, bgr: np.ndarray, transform: LetterboxTransform) -> None:
         if self.resize_on == 'host':
-            letterbox(bgr, transform, out=stage.host_arrays[index])
+            letterbox(bgr, transform, out=stage.host_array)
         else:
-            stage.copy_rows[index](bgr)
-        if stage.host is not stage.frames:
-            # Frame by frame: each upload overlaps the host's copy of the next frame.
-            stage.frames[index].copy_(stage.host[index], non_blocking=True)
+            stage.copy_rows(bgr)
+        if stage.host is not stage.frame:
+            stage.frame.copy_(stage.host, non_blocking=True)
 
     def _download(self, tensors: Mapping[str, torch.Tensor]) -> Dict[str, np.ndarray]:
         """Device tensors -> numpy arrays (pinned mirrors on CUDA, reused every frame)."""
@@ -379,16 +358,14 @@ class TorchPipeline:
 
         stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
         with torch.inference_mode(), stream:
-            stages = self._stages_of(transforms)
-            slots = [index for _, members in stages for index in members]
+            stages = [self._stage(transform, slot) for slot, transform in enumerate(transforms)]
             if self.limits is not None:
                 self.limits.apply(config)
-            batch = self._batch(len(slots))
+            batch = self._batch(len(stages))
             enqueued = time.perf_counter()
             self._mark(0)
-            for stage, members in stages:
-                for position, index in enumerate(members):
-                    self._upload(stage, position, frames[index], transforms[index])
+            for stage, bgr, transform in zip(stages, frames, transforms):
+                self._upload(stage, bgr, transform)
                 stage.letterbox()
             self._mark(1)
             batch.outputs = batch.forward()
@@ -398,9 +375,8 @@ class TorchPipeline:
             if self.cuda:
                 self._marks[3].synchronize()
             synced = time.perf_counter()
-            by_frame = {index: self._finish(arrays, batch, slot, transforms[index], config)
-                        for slot, index in enumerate(slots)}
-            detections = [by_frame[index] for index in range(len(slots))]
+            detections = [self._finish(arrays, batch, index, transform, config)
+                          for index, transform in enumerate(transforms)]
         done = time.perf_counter()
         self.stage_ms = ((enqueued - start) * 1e3 + self._elapsed_ms(0, 1),
                          self._elapsed_ms(1, 2),

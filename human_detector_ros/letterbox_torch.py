@@ -86,11 +86,10 @@ class DeviceLetterbox:
     """The letterbox of one source size on one torch device, tables made once.
 
     Call it with a uint8 BGR tensor (copied to the device if needed) and `out`, the
-    [n, 3, H, W] float32/float16 network input of n frames of this size; it writes RGB values
-    / 255 into `out` and returns it. The tensor is either the whole frame (HxWx3, or nxHxWx3)
-    or just its rows `source_rows` (frame[source_rows], (len(source_rows), W, 3), or n of
-    them), all the letterbox reads; n frames take one sequence of kernels. ValueError when the
-    shapes do not match `transform` or each other.
+    [1, 3, H, W] float32/float16 network input; it writes RGB values / 255 into `out` and
+    returns it. The tensor is either the whole HxWx3 frame or just its rows `source_rows`
+    (frame[source_rows], (len(source_rows), W, 3)), all the letterbox reads; ValueError when
+    the shapes do not match `transform`.
 
     source_rows: (n,) int64 numpy, ascending: the source rows the resize reads with effect
     (`contributing_rows`); all H rows when there is no resize.
@@ -122,21 +121,17 @@ class DeviceLetterbox:
 
     def resize(self, bgr: torch.Tensor) -> torch.Tensor:
         """(len(source_rows), W, 3) uint8 tensor on the device, the frame's rows source_rows
-        -> (h, w, 3) int32, the frame's cv2 INTER_LINEAR resize; with a leading dimension n,
-        n frames' -> (n, h, w, 3)."""
+        -> (h, w, 3) int32, the frame's cv2 INTER_LINEAR resize."""
         import torch
 
-        if bgr.dim() == 3:
-            return self.resize(bgr.unsqueeze(0))[0]
-        count = bgr.shape[0]
         dst_h, dst_w = self.transform.resized_hw
-        pixels = bgr.reshape(count, -1, 3).index_select(1, self.pixels)
-        horizontal = (pixels.view(count, 2 * dst_h, 2, dst_w, 3) * self.col_weights).sum(
-            2, dtype=torch.int32)
-        terms = ((horizontal.view(count, 2, dst_h, dst_w, 3) >> 4) * self.row_weights) >> 16
+        pixels = bgr.reshape(-1, 3).index_select(0, self.pixels)
+        horizontal = (pixels.view(2 * dst_h, 2, dst_w, 3) * self.col_weights).sum(
+            1, dtype=torch.int32)
+        terms = ((horizontal.view(2, dst_h, dst_w, 3) >> 4) * self.row_weights) >> 16
         # No saturation needed: with weights summing to at most 2049 per axis the sum of the
         # terms is at most 1020, so the result stays within 0..255.
-        return (terms.sum(1, dtype=torch.int32) + 2).bitwise_right_shift_(2)
+        return (terms.sum(0, dtype=torch.int32) + 2).bitwise_right_shift_(2)
 
     def __call__(self, bgr: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         import torch
@@ -144,23 +139,20 @@ class DeviceLetterbox:
         transform = self.transform
         dst_h, dst_w = transform.dst_hw
         rows_shape = (len(self.source_rows), transform.src_hw[1], 3)
-        frames = bgr if bgr.dim() == 4 else bgr.unsqueeze(0)
-        if tuple(frames.shape[1:]) not in (transform.src_hw + (3,), rows_shape):
+        if tuple(bgr.shape) not in (transform.src_hw + (3,), rows_shape):
             raise ValueError(f'image of shape {tuple(bgr.shape)} does not match the letterbox '
                              f'source {transform.src_hw} x 3 or its rows {rows_shape}')
-        count = frames.shape[0]
-        if tuple(out.shape) != (count, 3, dst_h, dst_w):
-            raise ValueError(f'out must be [{count}, 3, {dst_h}, {dst_w}], got '
-                             f'{list(out.shape)}')
+        if tuple(out.shape) != (1, 3, dst_h, dst_w):
+            raise ValueError(f'out must be [1, 3, {dst_h}, {dst_w}], got {list(out.shape)}')
         top, left = transform.pad_top, transform.pad_left
         resized_h, resized_w = transform.resized_hw
-        frames = frames.to(self.device, non_blocking=True)
-        if tuple(frames.shape[1:]) != rows_shape:
-            frames = frames.index_select(1, self._source_rows)
-        interior = out[:, :, top:top + resized_h, left:left + resized_w]
+        bgr = bgr.to(self.device, non_blocking=True)
+        if tuple(bgr.shape) != rows_shape:
+            bgr = bgr.index_select(0, self._source_rows)
+        interior = out[0, :, top:top + resized_h, left:left + resized_w]
         out.fill_(PAD_VALUE)
-        images = self.resize(frames) if self.resized else frames
-        interior.copy_(images.permute(0, 3, 1, 2).flip(1))
+        image = self.resize(bgr) if self.resized else bgr
+        interior.copy_(image.permute(2, 0, 1).flip(0))
         # A 0-dim tensor, not the number 255: CUDA multiplies by the reciprocal of a Python
         # scalar divisor, which is 1 ulp off true division (what numpy and Ultralytics do).
         return out.div_(torch.full((), 255, dtype=out.dtype, device=out.device))

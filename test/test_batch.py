@@ -439,22 +439,6 @@ def test_torch_pipeline_every_layout(tiny, frames, layout, nms_kind):
     assert sum(len(found) for found in expected) > 0
 
 
-def test_torch_pipeline_letterboxes_each_size_once(tiny, frames):
-    """Frames of one size share one letterbox into consecutive slots, whatever their order in
-    the batch; each frame still gets its own detections."""
-    device = 'cuda' if CUDA else 'cpu'
-    path = tiny['raw.torchscript']
-    batch = [frames[0], frames[1], np.ascontiguousarray(frames[0][:, ::-1]),
-             np.ascontiguousarray(frames[1][::-1])]
-    with HumanDetector(path, device=device, conf_threshold=0.3, pipeline='numpy') as single:
-        expected = [single(frame) for frame in batch]
-    with HumanDetector(path, device=device, conf_threshold=0.3, pipeline='torch',
-                       max_batch=4) as detector:
-        assert_same(detector.detect_batch(batch), expected, cuda=CUDA)
-        assert list(detector.torch_pipeline._stages) == [(SIZES[0], 0, 2), (SIZES[1], 2, 2)]
-    assert sum(len(found) for found in expected) > 0
-
-
 @pytest.mark.skipif(not CUDA, reason='no CUDA device for PyTorch')
 @pytest.mark.parametrize('dynamic', [True, False], ids=['dynamic-batch', 'fixed-batch-2'])
 def test_tensorrt_gpu_standin_batches_through_the_torch_pipeline(monkeypatch, tiny, frames,

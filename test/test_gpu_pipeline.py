@@ -221,8 +221,8 @@ def test_device_resize_uploads_only_the_rows_it_reads(tiny_path, device):
             expected = numpy_path(image)
             assert len(expected) > 0
             compare(ours(image), expected)
-        stage = ours.torch_pipeline._stages[(hw, 0, 1)]
-        assert stage.host.shape == stage.frames.shape == (1, uploaded, hw[1], 3)
+        stage = ours.torch_pipeline._stages[(hw, 0)]
+        assert stage.host.shape == stage.frame.shape == (uploaded, hw[1], 3)
         assert (stage.rows is None) == (uploaded == hw[0])
 
 
@@ -274,16 +274,16 @@ def test_buffers_are_allocated_once(tiny_path, device):
     frames = [_sample('camera.png', (720, 1280)), _sample('astronaut.png', (720, 1280))]
     for frame in frames:
         detector(frame)
-    stage = pipeline._stages[((720, 1280), 0, 1)]
-    pointers = (pipeline.input.data_ptr(), stage.frames.data_ptr(), stage.host.data_ptr())
+    stage = pipeline._stages[((720, 1280), 0)]
+    pointers = (pipeline.input.data_ptr(), stage.frame.data_ptr(), stage.host.data_ptr())
     # Earlier tests' pipelines (reference cycles) must not be collected mid-measurement.
     gc.collect()
     allocated = torch.cuda.memory_allocated() if device == 'cuda' else None
     for frame in frames * 5:
         detector(frame)
-    assert (pipeline.input.data_ptr(), stage.frames.data_ptr(),
+    assert (pipeline.input.data_ptr(), stage.frame.data_ptr(),
             stage.host.data_ptr()) == pointers
-    assert list(pipeline._stages) == [((720, 1280), 0, 1)]
+    assert list(pipeline._stages) == [((720, 1280), 0)]
     if device == 'cuda':
         assert torch.cuda.memory_allocated() == allocated
 
@@ -292,9 +292,9 @@ def test_least_recently_used_source_size_is_dropped(tiny_path):
     detector = HumanDetector(tiny_path, device='cpu', pipeline='torch', conf_threshold=0.25)
     sizes = [(300 + 10 * index, 500) for index in range(KEPT_SOURCE_SIZES + 1)]
     first = [detector(_sample('camera.png', hw)) for hw in sizes]
-    assert list(detector.torch_pipeline._stages) == [(hw, 0, 1) for hw in sizes[1:]]
+    assert list(detector.torch_pipeline._stages) == [(hw, 0) for hw in sizes[1:]]
     _assert_equal(detector(_sample('camera.png', sizes[0])), first[0])
-    assert list(detector.torch_pipeline._stages) == [(hw, 0, 1) for hw in sizes[2:] + sizes[:1]]
+    assert list(detector.torch_pipeline._stages) == [(hw, 0) for hw in sizes[2:] + sizes[:1]]
 
 
 def test_too_many_candidates_fall_back_to_the_exact_nms(tiny_path):

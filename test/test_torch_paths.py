@@ -160,24 +160,6 @@ def test_integer_downscales_read_fewer_rows(hw, count):
         np.testing.assert_array_equal(rows, np.arange(1, 1080, 3))
 
 
-@pytest.mark.parametrize('device', DEVICES)
-@pytest.mark.parametrize('hw', [(1080, 1920), (333, 999), (480, 640)])
-def test_torch_letterbox_of_frames_together_equals_each_alone(device, hw):
-    """n frames of one size in one call (whole frames or their rows) give each frame's own
-    network input, bit for bit."""
-    rng, seed = _fresh_rng()
-    frames = rng.integers(0, 256, (3,) + hw + (3,), dtype=np.uint8)
-    transform = letterbox_transform(hw, INPUT_HW)
-    letterbox = letterbox_torch.DeviceLetterbox(transform, torch.device(device))
-    expected = np.concatenate([_numpy_input(frame, transform) for frame in frames])
-    for together in (frames, frames[:, letterbox.source_rows]):
-        out = torch.full((3, 3) + INPUT_HW, -1.0, device=device)
-        letterbox(torch.from_numpy(together), out)
-        np.testing.assert_array_equal(out.cpu().numpy(), expected, err_msg=f'seed {seed}')
-    with pytest.raises(ValueError):
-        letterbox(torch.from_numpy(frames), torch.empty((2, 3) + INPUT_HW, device=device))
-
-
 @CUDA
 def test_cuda_letterbox_bytes_equal_opencv():
     """On the GPU: the letterboxed uint8 image equals cv2's, byte for byte."""

@@ -10,14 +10,13 @@ from configuration:
 - EFFICIENT_NMS: four outputs of TensorRT's EfficientNMS plugin: num_dets [B, 1] int32,
   boxes [B, K, 4] xyxy, scores [B, K], classes [B, K].
 
-Every image of the batch is decoded on its own (`postprocess_batch`); `postprocess` decodes
-one image of it.
+Each image of a batch is decoded on its own: `decode_rows` and `postprocess` take its index.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -302,12 +301,3 @@ def postprocess(outputs: Mapping[str, np.ndarray], layout: OutputLayout, config:
                 transform: LetterboxTransform, index: int = 0) -> Detections:
     """Image `index` of the named engine outputs -> Detections in its source pixels."""
     return rows_to_detections(decode_rows(outputs, layout, config, index), transform)
-
-
-def postprocess_batch(outputs: Mapping[str, np.ndarray], layout: OutputLayout,
-                      config: NmsConfig, transforms: Sequence[LetterboxTransform]
-                      ) -> List[Detections]:
-    """Named engine outputs of len(transforms) images -> each image's Detections in its own
-    source pixels (transforms[i] letterboxed image i)."""
-    return [postprocess(outputs, layout, config, transform, index)
-            for index, transform in enumerate(transforms)]

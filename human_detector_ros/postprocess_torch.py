@@ -12,8 +12,7 @@ from typing import Callable, Mapping, Optional, TYPE_CHECKING
 
 from human_detector_ros.letterbox import LetterboxTransform
 from human_detector_ros.postprocess import (
-    Detections, efficient_nms_rows, filter_detections, MAX_NMS, MAX_WH, NmsConfig, OutputLayout,
-    rows_to_detections)
+    decode_rows, Detections, MAX_NMS, MAX_WH, NmsConfig, OutputLayout, rows_to_detections)
 
 if TYPE_CHECKING:
     import torch
@@ -105,9 +104,5 @@ def postprocess(outputs: Mapping[str, torch.Tensor], layout: OutputLayout, confi
         rows = non_max_suppression(output[index], config).cpu().numpy()
     else:
         arrays = {name: tensor.detach().cpu().numpy() for name, tensor in outputs.items()}
-        if layout is OutputLayout.EFFICIENT_NMS:
-            rows = filter_detections(efficient_nms_rows(arrays, index), config)
-        else:
-            (output,) = arrays.values()
-            rows = filter_detections(output[index], config)
+        rows = decode_rows(arrays, layout, config, index)
     return rows_to_detections(rows, transform)

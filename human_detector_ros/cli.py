@@ -21,7 +21,7 @@ import yaml
 
 from human_detector_ros.depth import DepthFrame, DepthImage, Intrinsics, PersonPosition
 from human_detector_ros.detector import HumanDetector
-from human_detector_ros.engines import REGISTRY
+from human_detector_ros.engines import BACKENDS
 from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
 from human_detector_ros.errors import HumanDetectorError, InvalidImageError, ModelLoadError
 from human_detector_ros.frame_pipeline import CameraFrame, FramePipeline, FrameResult
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--model', default=None,
                         help='model file (.onnx, .engine, .torchscript); default: the '
                              'fetched default model')
-    parser.add_argument('--backend', default='auto', choices=('auto',) + tuple(REGISTRY))
+    parser.add_argument('--backend', default='auto', choices=('auto',) + BACKENDS)
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     parser.add_argument('--tensorrt-precision', default=DEFAULT_PRECISION, choices=PRECISIONS,
                         help='precision of the TensorRT engine built from an .onnx --model with '

@@ -12,12 +12,12 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from human_detector_ros.engines import REGISTRY
+from human_detector_ros.engines import BACKENDS
 from human_detector_ros.engines.base import is_device_name
 from human_detector_ros.engines.tensorrt_build import DEFAULT_PRECISION, PRECISIONS
 from human_detector_ros.errors import InvalidParameterError
 
-BACKEND_CHOICES = ('auto',) + tuple(REGISTRY)
+BACKEND_CHOICES = ('auto',) + BACKENDS
 INPUT_TRANSPORTS = ('raw', 'compressed')
 
 

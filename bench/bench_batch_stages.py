@@ -6,7 +6,7 @@ each stage on its own: the host's copy of the rows the letterbox reads into pinn
 (perf_counter), and on the device, from CUDA events on the pipeline's stream after its
 synchronisation, the uploads, the letterboxes (one per frame), the engine's forward, the NMS
 and the download of the kept rows; and the forward replayed back to back (the engine's floor).
-Figures: median and p90 in milliseconds over `--steps` after `--warmup`.
+Figures: median, p90 and mean in milliseconds over `--steps` after `--warmup`.
 
 GPU machine, a TorchScript export at hand (or `--export-weights best.pt`):
     python bench/bench_batch_stages.py --torchscript fp16.torchscript \
@@ -29,15 +29,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_cameras import camera_frame  # noqa: E402
-from bench.bench_detect import driver_version, export_torchscript, versions  # noqa: E402
+from bench.bench_detect import (  # noqa: E402
+    driver_version, export_torchscript, summary, timed, versions)
 from human_detector_ros.detector import HumanDetector  # noqa: E402
 
 DEVICE_STAGES = ('upload', 'letterbox', 'forward', 'nms', 'download')
-
-
-def summary(values: List[float]) -> Dict[str, float]:
-    return {'p50_ms': float(np.percentile(values, 50)),
-            'p90_ms': float(np.percentile(values, 90))}
 
 
 def device_stages(detector: HumanDetector, frames: List[np.ndarray], steps: int
@@ -95,14 +91,14 @@ def back_to_back(function: Callable[[], Any], stream: Any, steps: int) -> float:
 def batch_figures(detector: HumanDetector, size: int, args: argparse.Namespace
                   ) -> Dict[str, Any]:
     frames = [camera_frame(camera) for camera in range(size)]
-    for _ in range(args.warmup):
+    splits = []
+
+    def step() -> None:
         detector.detect_batch(frames)
-    wall, splits = [], []
-    for _ in range(args.steps):
-        started = time.perf_counter()
-        detector.detect_batch(frames)
-        wall.append((time.perf_counter() - started) * 1e3)
         splits.append(detector.last_timings)
+
+    wall = timed(step, args.steps, args.warmup)
+    del splits[:args.warmup]
     pipeline = detector.torch_pipeline
     return {
         'batch': size,

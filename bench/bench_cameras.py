@@ -48,11 +48,11 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_detect import driver_version, export_torchscript, rss_mib, versions  # noqa: E402,E501
+from bench.bench_detect import (  # noqa: E402
+    driver_version, export_torchscript, install_standin, rss_mib, standin_plan, versions)
 from human_detector_ros import assets  # noqa: E402
 
 FRAME_HW = (1080, 1920)
-STANDIN_VERSION = '10.3.0'
 MODES = ('batched', 'processes', 'sequential')
 
 
@@ -71,26 +71,11 @@ def camera_frame(camera: int) -> np.ndarray:
     return frame
 
 
-def standin_plan(torchscript: pathlib.Path, into: pathlib.Path, max_batch: int
-                 ) -> pathlib.Path:
-    """A GPU stand-in TensorRT plan running `torchscript`, fp16 I/O, with the dynamic batch
-    profile min 1, opt = max = max_batch (test/tensorrt_standin/gpu.py)."""
-    sys.path.insert(0, str(ROOT / 'test'))
-    from tensorrt_standin import gpu_plan_bytes
-
-    path = into / f'{torchscript.stem}.b{max_batch}.standin.engine'
-    path.write_bytes(gpu_plan_bytes(str(torchscript), STANDIN_VERSION, 'float16', dynamic=True,
-                                    batch=max_batch))
-    return path
-
-
 def worker(spec: Dict[str, Any], connection: Any) -> None:
     """One process of a mode: load, warm up, report 'ready' with its memory, wait for 'go',
     run `spec['frames']` steps, report the latencies."""
     if spec['standin']:
-        sys.path.insert(0, str(ROOT / 'test'))
-        from tensorrt_standin.trt import build_module
-        sys.modules['tensorrt'] = build_module(STANDIN_VERSION)
+        install_standin()
     from human_detector_ros.detector import HumanDetector
 
     detector = HumanDetector(spec['model'], backend=spec['backend'], device=spec['device'],
@@ -288,7 +273,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path in torchscripts:
             runs.append((path, 'torchscript'))
             if args.tensorrt_standin:
-                runs.append((standin_plan(path, pathlib.Path(scratch), max(args.cameras)),
+                runs.append((standin_plan(path, pathlib.Path(scratch), 'float16',
+                                          max(args.cameras)),
                              'tensorrt'))
         for model, backend in runs:
             report['models'].append(model_figures(model, backend, args))

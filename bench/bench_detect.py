@@ -258,17 +258,26 @@ def upload_figures(args: argparse.Namespace) -> Dict[str, Any]:
     return figures
 
 
-def standin_plan(torchscript: pathlib.Path, into: pathlib.Path, io_dtype: str
-                 ) -> pathlib.Path:
-    """A GPU stand-in TensorRT 10.3 plan running `torchscript` with I/O in `io_dtype`; the
-    stand-in `tensorrt` module goes into sys.modules."""
+def install_standin() -> None:
+    """Put the GPU stand-in `tensorrt` module (TensorRT STANDIN_VERSION) into sys.modules."""
     sys.path.insert(0, str(ROOT / 'test'))
-    from tensorrt_standin import gpu_plan_bytes
     from tensorrt_standin.trt import build_module
 
     sys.modules['tensorrt'] = build_module(STANDIN_VERSION)
-    path = into / f'{torchscript.stem}.{io_dtype}-io.standin.engine'
-    path.write_bytes(gpu_plan_bytes(str(torchscript), STANDIN_VERSION, io_dtype))
+
+
+def standin_plan(torchscript: pathlib.Path, into: pathlib.Path, io_dtype: str,
+                 max_batch: Optional[int] = None) -> pathlib.Path:
+    """A GPU stand-in TensorRT plan running `torchscript` with I/O in `io_dtype`: batch 1, or
+    with `max_batch` a dynamic batch profile min 1, opt = max = max_batch. Installs the
+    stand-in `tensorrt` module (`install_standin`)."""
+    install_standin()
+    from tensorrt_standin import gpu_plan_bytes
+
+    batch = '' if max_batch is None else f'.b{max_batch}'
+    path = into / f'{torchscript.stem}.{io_dtype}-io{batch}.standin.engine'
+    profile = {} if max_batch is None else {'dynamic': True, 'batch': max_batch}
+    path.write_bytes(gpu_plan_bytes(str(torchscript), STANDIN_VERSION, io_dtype, **profile))
     return path
 
 

@@ -41,7 +41,8 @@ from human_detector_ros import device_nms  # noqa: E402
 from human_detector_ros import postprocess as np_post  # noqa: E402
 from human_detector_ros.device_nms import NMS_CAPACITY, NMS_ROUNDS, NmsLimits  # noqa: E402
 from human_detector_ros.letterbox import letterbox, letterbox_transform  # noqa: E402
-from human_detector_ros.letterbox_torch import DeviceLetterbox  # noqa: E402
+from human_detector_ros.letterbox_torch import (  # noqa: E402
+    DeviceLetterbox, triton_letterbox)
 from human_detector_ros.postprocess import NmsConfig  # noqa: E402
 
 ANCHORS = 8400
@@ -213,7 +214,11 @@ def bench_letterbox(args: argparse.Namespace, stream: torch.cuda.Stream
         row: Dict[str, Any] = {'frame': f'{hw[1]}x{hw[0]}'}
         for dtype in (torch.float16, torch.float32):
             out = torch.empty((1, 3) + INPUT_HW, dtype=dtype, device=args.device)
-            implementations = {'exact': DeviceLetterbox(transform, frame.device)}
+            implementations = {
+                'torch ops': DeviceLetterbox(transform, frame.device, use_triton=False)}
+            if triton_letterbox() is not None:
+                implementations['triton'] = DeviceLetterbox(transform, frame.device,
+                                                            use_triton=True)
             if old is not None:
                 implementations['baseline (float)'] = (
                     lambda image, into: old.letterbox_to_input(image, transform, into))

@@ -17,14 +17,18 @@ against cv2 over many sizes by test/test_torch_paths.py):
   formula equals there.
 
 `DeviceLetterbox` computes these index and weight tables once per source size and keeps them on
-the device, so each frame is a fixed sequence of static-shape kernels (CUDA-graph capturable).
+the device, so each frame is a fixed sequence of static-shape kernels (CUDA-graph capturable):
+on CUDA where Triton imports, one kernel (`letterbox_triton`), else about ten torch operations.
 It also finds the source rows the resize reads at all (`contributing_rows`): a downscale by an
 integer factor reads only some (1920x1080 -> 640x360: every third row), so a caller can upload
 just those rows (`source_rows`) and the letterbox indexes them directly.
 """
 from __future__ import annotations
 
-from typing import Tuple, TYPE_CHECKING
+import functools
+import logging
+from types import ModuleType
+from typing import Dict, List, Optional, Tuple, TYPE_CHECKING
 
 import numpy as np
 
@@ -33,8 +37,21 @@ from human_detector_ros.letterbox import LetterboxTransform, PAD_VALUE
 if TYPE_CHECKING:
     import torch
 
+LOG = logging.getLogger(__name__)
 RESIZE_COEF_BITS = 11
 _RESIZE_COEF_SCALE = 1 << RESIZE_COEF_BITS
+# Holds the error once the Triton letterbox has failed in this process.
+_TRITON_FAILED: List[Exception] = []
+
+
+@functools.lru_cache(maxsize=1)
+def triton_letterbox() -> Optional[ModuleType]:
+    """The Triton letterbox module, or None when Triton does not import."""
+    try:
+        from human_detector_ros import letterbox_triton
+    except ImportError:
+        return None
+    return letterbox_triton
 
 
 def _source_positions(src: int, dst: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -93,9 +110,15 @@ class DeviceLetterbox:
 
     source_rows: (n,) int64 numpy, ascending: the source rows the resize reads with effect
     (`contributing_rows`); all H rows when there is no resize.
+
+    use_triton: letterbox with the Triton kernel (`letterbox_triton`; ModuleNotFoundError
+    where Triton does not import; on the CPU only in Triton's interpreter), or with torch
+    operations (False); None: Triton on CUDA where it imports. Should the kernel fail, this and
+    every later letterbox of the process log it once and take the torch operations.
     """
 
-    def __init__(self, transform: LetterboxTransform, device: torch.device) -> None:
+    def __init__(self, transform: LetterboxTransform, device: torch.device,
+                 use_triton: Optional[bool] = None) -> None:
         import torch
 
         self.transform = transform
@@ -110,14 +133,29 @@ class DeviceLetterbox:
             self.source_rows = contributing_rows(rows, row_weights, col_weights)
             # Rows as positions in source_rows; a row left out has no effect (see
             # contributing_rows), so any valid position will do for it.
-            rows = np.minimum(np.searchsorted(self.source_rows, rows), len(self.source_rows) - 1)
+            positions = np.minimum(np.searchsorted(self.source_rows, rows),
+                                   len(self.source_rows) - 1)
             # Pixel index (row * w + col) of both source rows x both source columns of every
             # output pixel: one gather per frame.
-            pixels = rows.reshape(-1)[:, None] * src_w + cols.reshape(-1)[None, :]
+            pixels = positions.reshape(-1)[:, None] * src_w + cols.reshape(-1)[None, :]
             self.pixels = torch.from_numpy(pixels.reshape(-1).astype(np.int32)).to(self.device)
             self.col_weights = torch.from_numpy(col_weights[None, :, :, None]).to(self.device)
             self.row_weights = torch.from_numpy(row_weights[:, :, None, None]).to(self.device)
         self._source_rows = torch.from_numpy(self.source_rows).to(self.device)
+        if use_triton is None:
+            use_triton = self.device.type == 'cuda' and triton_letterbox() is not None
+        elif use_triton and triton_letterbox() is None:
+            raise ModuleNotFoundError('use_triton=True needs Triton, which does not import')
+        self._kernel = triton_letterbox() if use_triton else None
+        if self._kernel is not None and self.resized:
+            # The Triton kernel's tables, (2, n) int32; its rows by the number of rows given:
+            # positions in source_rows, or rows of the whole frame.
+            def table(array: np.ndarray) -> torch.Tensor:
+                return torch.from_numpy(np.ascontiguousarray(array, np.int32)).to(self.device)
+
+            self._kernel_rows: Dict[int, torch.Tensor] = {
+                src_h: table(rows), len(self.source_rows): table(positions)}
+            self._kernel_tables = (table(row_weights), table(cols), table(col_weights))
 
     def resize(self, bgr: torch.Tensor) -> torch.Tensor:
         """(len(source_rows), W, 3) uint8 tensor on the device, the frame's rows source_rows
@@ -147,6 +185,13 @@ class DeviceLetterbox:
         top, left = transform.pad_top, transform.pad_left
         resized_h, resized_w = transform.resized_hw
         bgr = bgr.to(self.device, non_blocking=True)
+        if self._kernel is not None and not _TRITON_FAILED:
+            try:
+                return self._launch_kernel(bgr.contiguous(), out)
+            except Exception as error:  # Triton imports but cannot compile or launch here
+                LOG.warning('The Triton letterbox failed, the torch letterbox runs instead '
+                            'from now on: %s', error)
+                _TRITON_FAILED.append(error)
         if tuple(bgr.shape) != rows_shape:
             bgr = bgr.index_select(0, self._source_rows)
         interior = out[0, :, top:top + resized_h, left:left + resized_w]
@@ -156,6 +201,17 @@ class DeviceLetterbox:
         # A 0-dim tensor, not the number 255: CUDA multiplies by the reciprocal of a Python
         # scalar divisor, which is 1 ulp off true division (what numpy and Ultralytics do).
         return out.div_(torch.full((), 255, dtype=out.dtype, device=out.device))
+
+    def _launch_kernel(self, bgr: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        transform = self.transform
+        if self.resized:
+            rows = self._kernel_rows[bgr.shape[0]]
+            row_weights, cols, col_weights = self._kernel_tables
+        else:
+            rows = row_weights = cols = col_weights = bgr  # not read
+        return self._kernel.letterbox(bgr, rows, row_weights, cols, col_weights, out,
+                                      transform.pad_top, transform.pad_left,
+                                      transform.resized_hw, PAD_VALUE, self.resized)
 
 
 def letterbox_to_input(bgr: torch.Tensor, transform: LetterboxTransform,

@@ -12,11 +12,8 @@ ONNX for ONNX Runtime and the TensorRT stand-in.
 """
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import pathlib
-import sys
 from typing import Dict, List
 
 import cv2
@@ -40,6 +37,7 @@ torch = pytest.importorskip('torch')  # the Jazzy tier has no torch
 from human_detector_ros import device_nms, gpu_pipeline  # noqa: E402
 from network_inputs import OnnxThroughTorch  # noqa: E402
 from test_gpu_pipeline import TinyYolo  # noqa: E402  [B, 3, 640, 640] -> [B, 6, 1600], raw
+from triton_kernels import kernel_module  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     'ignore:`torch.jit.*deprecated:DeprecationWarning', 'ignore::torch.jit.TracerWarning',
@@ -328,28 +326,13 @@ def test_batch_one_torchscript_serves_a_batch_frame_by_frame(tiny, frames):
 
 # --- the torch pipeline: letterbox per slot, one forward, NMS per batch ---------------------
 
-def _triton_kernels():
-    """device_nms_triton, compiled on CUDA, else in Triton's interpreter (None: no Triton)."""
-    name = 'human_detector_ros.device_nms_triton'
-    if CUDA:
-        return device_nms.triton_nms()
-    if importlib.util.find_spec('triton') is None:
-        return None
-    if name not in sys.modules:
-        if 'triton' in sys.modules and os.environ.get('TRITON_INTERPRET') != '1':
-            return None
-        os.environ['TRITON_INTERPRET'] = '1'
-        importlib.import_module(name)
-    return sys.modules[name]
-
-
 @pytest.fixture(params=['torch-nms', 'triton-nms'])
 def nms_kind(request, monkeypatch):
     """The torch pipeline's fixed-size NMS: the torch one, or the Triton kernels."""
     if request.param == 'torch-nms':
         monkeypatch.setattr(device_nms, 'triton_nms', lambda: None)
         return request.param
-    kernels = _triton_kernels()
+    kernels = kernel_module('device_nms_triton')
     if kernels is None:
         pytest.skip('Triton is not installed, or was imported before its interpreter')
 

@@ -6,10 +6,7 @@ same kernel code, executed with numpy) when Triton is installed.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +17,7 @@ from human_detector_ros.postprocess import NmsConfig
 torch = pytest.importorskip('torch')
 from human_detector_ros import device_nms  # noqa: E402
 from human_detector_ros.device_nms import NMS_CAPACITY, NMS_ROUNDS, NmsLimits  # noqa: E402
+from triton_kernels import kernel_module  # noqa: E402
 
 # Empty boxes have IoU 0/0 = NaN (what the numpy NMS computes too); the interpreter warns.
 pytestmark = pytest.mark.filterwarnings('ignore:invalid value encountered:RuntimeWarning')
@@ -32,25 +30,6 @@ IMPLEMENTATIONS = ['torch-cpu', pytest.param('torch-cuda', marks=CUDA),
                    pytest.param('triton-cuda', marks=CUDA), 'triton-interpreter']
 
 
-def _triton_module():
-    """device_nms_triton for this process: compiled on CUDA, interpreted without a GPU."""
-    name = 'human_detector_ros.device_nms_triton'
-    if CUDA_AVAILABLE:
-        module = device_nms.triton_nms()
-        if module is None:
-            pytest.skip('Triton does not import')
-        return module
-    if importlib.util.find_spec('triton') is None:
-        pytest.skip('Triton is not installed')
-    if name not in sys.modules:
-        if 'triton' in sys.modules and os.environ.get('TRITON_INTERPRET') != '1':
-            pytest.skip("Triton was imported before its interpreter was asked for")
-        # For the rest of this GPU-less process: Triton reads it again when it compiles.
-        os.environ['TRITON_INTERPRET'] = '1'
-        importlib.import_module(name)
-    return sys.modules[name]
-
-
 @pytest.fixture(params=IMPLEMENTATIONS)
 def nms(request):
     """(prediction (4+nc, N) numpy, config, capacity, rounds) -> packed (k+2, 6) numpy."""
@@ -58,7 +37,11 @@ def nms(request):
     if device == 'interpreter' and CUDA_AVAILABLE:
         pytest.skip('the Triton kernels run compiled on this machine')
     device = 'cuda' if device == 'cuda' else 'cpu'
-    kernels = _triton_module() if kind == 'triton' else None
+    kernels = None
+    if kind == 'triton':
+        kernels = kernel_module('device_nms_triton')
+        if kernels is None:
+            pytest.skip('Triton is not installed, or was imported before its interpreter')
 
     def run(prediction, config, capacity=NMS_CAPACITY, rounds=NMS_ROUNDS):
         limits = NmsLimits(prediction.shape[0] - 4, torch.device(device))

@@ -14,6 +14,7 @@ from human_detector_ros.postprocess import NmsConfig, OutputLayout
 
 torch = pytest.importorskip('torch')
 from human_detector_ros import letterbox_torch, postprocess_torch  # noqa: E402
+from triton_kernels import kernel_module  # noqa: E402
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
 DEVICES = ['cpu', pytest.param('cuda', marks=CUDA)]
@@ -84,21 +85,38 @@ def test_torch_resize_equals_opencv_bytes_at_random_sizes():
                                       err_msg=f'seed {seed}: {src_hw} -> {dst_hw}')
 
 
-@pytest.mark.parametrize('device', DEVICES)
+# (device, letterbox kind): torch operations, or the Triton kernel (on the CPU in Triton's
+# interpreter, where a 640x640 input takes seconds: it letterboxes into a small input there).
+LETTERBOX_KINDS = [('cpu', 'torch'), ('cpu', 'triton'), pytest.param('cuda', 'torch', marks=CUDA),
+                   pytest.param('cuda', 'triton', marks=CUDA)]
+INTERPRETER_INPUT_HW = (40, 56)
+
+
+def _device_letterbox(transform, device, kind):
+    """A DeviceLetterbox of `kind` ('torch' or 'triton'); skips where Triton is missing."""
+    if kind == 'triton' and kernel_module('letterbox_triton') is None:
+        pytest.skip('Triton is not installed, or was imported before its interpreter')
+    return letterbox_torch.DeviceLetterbox(transform, torch.device(device),
+                                           use_triton=kind == 'triton')
+
+
+@pytest.mark.parametrize('device, kind', LETTERBOX_KINDS)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('hw', SIZES)
-def test_torch_letterbox_equals_numpy_letterbox_bytes(device, dtype, hw):
+def test_torch_letterbox_equals_numpy_letterbox_bytes(device, kind, dtype, hw):
     rng, seed = _fresh_rng()
     bgr = rng.integers(0, 256, hw + (3,), dtype=np.uint8) if hw[0] % 2 else _image(hw, seed)
-    transform = letterbox_transform(hw, INPUT_HW)
-    out = torch.full((1, 3) + INPUT_HW, -1.0, dtype=dtype, device=device)
-    letterbox = letterbox_torch.DeviceLetterbox(transform, torch.device(device))
+    input_hw = INTERPRETER_INPUT_HW if (device, kind) == ('cpu', 'triton') else INPUT_HW
+    transform = letterbox_transform(hw, input_hw)
+    out = torch.full((1, 3) + input_hw, -1.0, dtype=dtype, device=device)
+    letterbox = _device_letterbox(transform, device, kind)
     assert letterbox(torch.from_numpy(bgr), out) is out
     expected = _numpy_input(bgr, transform, np.float16 if dtype == torch.float16 else np.float32)
     np.testing.assert_array_equal(out.cpu().numpy(), expected, err_msg=f'seed {seed}')
-    again = letterbox_torch.letterbox_to_input(torch.from_numpy(bgr).to(device), transform,
-                                               torch.empty_like(out))
-    assert torch.equal(again, out)
+    if kind == 'torch':
+        again = letterbox_torch.letterbox_to_input(torch.from_numpy(bgr).to(device), transform,
+                                                   torch.empty_like(out))
+        assert torch.equal(again, out)
     rows = torch.from_numpy(bgr[letterbox.source_rows])
     assert torch.equal(letterbox(rows, torch.empty_like(out)), out)
 
@@ -175,6 +193,44 @@ def test_cuda_letterbox_bytes_equal_opencv():
             ours = (out[0] * 255).round().to(torch.uint8).flip(0).permute(1, 2, 0).cpu().numpy()
             np.testing.assert_array_equal(ours, np_letterbox.letterbox(bgr, transform),
                                           err_msg=f'seed {seed}: {hw}')
+
+
+@pytest.mark.parametrize('kind', ['torch', 'triton'])
+def test_letterbox_at_random_sizes_and_rows_equals_numpy(kind):
+    """Random source and input sizes, the whole frame and its rows: torch ops on the CPU,
+    and the Triton kernel (interpreted) at sizes it can run quickly."""
+    rng, seed = _fresh_rng()
+    for _ in range(12):
+        src_hw = tuple(int(side) for side in rng.integers(1, 400, 2))
+        input_hw = tuple(int(side) for side in rng.integers(8, 72, 2))
+        bgr = rng.integers(0, 256, src_hw + (3,), dtype=np.uint8)
+        transform = letterbox_transform(src_hw, input_hw)
+        letterbox = _device_letterbox(transform, 'cpu', kind)
+        expected = _numpy_input(bgr, transform, np.float16)
+        for frame in (bgr, bgr[letterbox.source_rows]):
+            out = torch.full((1, 3) + input_hw, -1.0, dtype=torch.float16)
+            letterbox(torch.from_numpy(frame), out)
+            np.testing.assert_array_equal(out.numpy(), expected,
+                                          err_msg=f'seed {seed}: {src_hw} -> {input_hw}')
+
+
+def test_a_failing_triton_letterbox_leaves_the_torch_letterbox(monkeypatch, caplog):
+    class Broken:
+        @staticmethod
+        def letterbox(*args):
+            raise RuntimeError('no compiler for this GPU')
+
+    monkeypatch.setattr(letterbox_torch, 'triton_letterbox', lambda: Broken)
+    monkeypatch.setattr(letterbox_torch, '_TRITON_FAILED', [])
+    bgr = _image((1080, 1920))
+    transform = letterbox_transform((1080, 1920), INPUT_HW)
+    letterbox = letterbox_torch.DeviceLetterbox(transform, 'cpu', use_triton=True)
+    out = letterbox(torch.from_numpy(bgr), torch.empty((1, 3) + INPUT_HW))
+    assert 'no compiler for this GPU' in caplog.text and letterbox_torch._TRITON_FAILED
+    np.testing.assert_array_equal(out.numpy(), _numpy_input(bgr, transform))
+    monkeypatch.setattr(letterbox_torch, 'triton_letterbox', lambda: None)
+    with pytest.raises(ModuleNotFoundError, match='needs Triton'):
+        letterbox_torch.DeviceLetterbox(transform, 'cpu', use_triton=True)
 
 
 def test_torch_letterbox_rejects_mismatched_shapes():

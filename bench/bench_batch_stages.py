@@ -9,7 +9,7 @@ and the download of the kept rows; and the forward replayed back to back (the en
 Figures: median, p90 and mean in milliseconds over `--steps` after `--warmup`.
 
 GPU machine, a TorchScript export at hand (or `--export-weights best.pt`):
-    python bench/bench_batch_stages.py --torchscript fp16.torchscript \
+    python bench/bench_batch_stages.py --torchscript fp16.torchscript \\
         --out bench/results/batch_stages_gpu.json
 """
 from __future__ import annotations

@@ -21,10 +21,10 @@ each process and all together (on the CPU: their resident memory).
 
 GPU machine, the default weights exported by Ultralytics to TorchScript fp16, through the
 TorchScript backend and behind the GPU stand-in for TensorRT with a dynamic batch profile:
-    python bench/bench_cameras.py --export-weights ~/.cache/human_detector_ros/models/best.pt \
+    python bench/bench_cameras.py --export-weights ~/.cache/human_detector_ros/models/best.pt \\
         --tensorrt-standin --out bench/results/results_cameras_gpu.json
 (or `--torchscript fp16.torchscript` for an export at hand). A smoke check on the CPU:
-    python bench/bench_cameras.py --device cpu --onnx --cameras 1 2 --frames 3 --warmup 1 \
+    python bench/bench_cameras.py --device cpu --onnx --cameras 1 2 --frames 3 --warmup 1 \\
         --out /tmp/cameras_cpu.json
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ results on the host (GPU work synchronised), from `--frames` calls after `--warm
 GPU: the default weights exported by Ultralytics to TorchScript fp16 and fp32, each run through
 the TorchScript backend and behind the GPU stand-in for TensorRT through the TensorRT backend,
 beside Ultralytics' own predict() on the weights:
-    python bench/bench_detect.py --export-weights best.pt --tensorrt-standin \
+    python bench/bench_detect.py --export-weights best.pt --tensorrt-standin \\
         --out results_gpu.json
 (or `--torchscript a.torchscript b.torchscript --weights best.pt` for exports at hand).
 CPU, the default ONNX model through ONNX Runtime:

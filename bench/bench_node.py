@@ -11,7 +11,7 @@ times: deserialise (measured here, in this process, on the same message), conver
 (preprocess + infer + postprocess) and publish (the node's medians). Usage (standalone
 environment):
     AMENT_PREFIX_PATH=$PWD/.venv .venv/bin/python bench/bench_node.py --seconds 20
-    AMENT_PREFIX_PATH=$PWD/.venv .venv/bin/python bench/bench_node.py --cameras 1 2 4 \
+    AMENT_PREFIX_PATH=$PWD/.venv .venv/bin/python bench/bench_node.py --cameras 1 2 4 \\
         --width 1280 --height 720 --fps 15 --seconds 30
 """
 from __future__ import annotations

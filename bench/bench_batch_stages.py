@@ -1,7 +1,9 @@
 """Where a batch's time goes on the GPU: the torch pipeline's stages for 1, 2, 4 and 8 cameras.
 
 For each batch size, in one process: the wall time of `detect_batch` on that many 1920x1080
-camera frames (the frames of `bench_cameras.py`) with its stage split (`last_timings`), then
+camera frames (the frames of `bench_cameras.py`) with its stage split (`last_timings`), the
+interval between results of `detect_batches` (the next batch on the device while the host
+collects one), then
 each stage on its own: the host's copy of the rows the letterbox reads into pinned memory
 (perf_counter), and on the device, from CUDA events on the pipeline's stream after its
 synchronisation, the uploads, the letterboxes (one per frame), the engine's forward, the NMS
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import pathlib
 import sys
@@ -66,7 +69,7 @@ def device_stages(detector: HumanDetector, frames: List[np.ndarray], steps: int
             events[3].record(stream)
             decoded = batch.decode()
             events[4].record(stream)
-            pipeline._download(decoded)
+            pipeline._download(pipeline._in_flight[0], decoded)
             events[5].record(stream)
             events[5].synchronize()
             for index, name in enumerate(DEVICE_STAGES):
@@ -100,9 +103,15 @@ def batch_figures(detector: HumanDetector, size: int, args: argparse.Namespace
     wall = timed(step, args.steps, args.warmup)
     del splits[:args.warmup]
     pipeline = detector.torch_pipeline
+    results = detector.detect_batches(itertools.repeat(frames))
+    pipelined = timed(lambda: next(results), args.steps, args.warmup)
+    results.close()
     return {
         'batch': size,
         'detect_batch': summary(wall),
+        # One batch after another through `detect_batches` (two in flight): the time between
+        # two results, so 1000 / median is batches per second.
+        'detect_batches_interval': summary(pipelined),
         'split': {name: summary([getattr(split, name) for split in splits])
                   for name in ('preprocess_ms', 'infer_ms', 'postprocess_ms')},
         'stages_alone': device_stages(detector, frames, args.steps),

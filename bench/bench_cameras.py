@@ -5,6 +5,8 @@ and random noise, resized to 1080p), three ways to serve them:
 
 - batched: one process, one HumanDetector with max_batch N; each step is one
   `detect_batch` of the N frames (one engine call);
+- pipelined: as batched, through `detect_batches`: the next step's batch is on the device
+  while the host collects the previous one (two batches in flight);
 - processes: N processes, each a single-camera HumanDetector, running concurrently on the
   same device (what N nodes do today);
 - sequential: one process, one single-camera HumanDetector; each step is N `detect()` calls.
@@ -15,8 +17,9 @@ once and run untimed for `--warmup-seconds`, so that the timed steps begin on a 
 under their common load (a few dozen warm-up steps of a batch last only a tenth of a second),
 and each records the GPU's SM clock after its timed steps. Figures: frames per second over all
 cameras, the per-frame latency p50/p90 (a frame's latency runs from the start of its step,
-when all N frames are at hand, to its detections: the batch time in batched mode, the time to
-its turn's end in sequential mode, its own call in processes mode), and the device memory of
+when all N frames are at hand, to its detections: the batch time in batched mode, from the
+batch's hand-over to its result in pipelined mode, the time to its turn's end in sequential
+mode, its own call in processes mode), and the device memory of
 each process and all together (on the CPU: their resident memory).
 
 GPU machine, the default weights exported by Ultralytics to TorchScript fp16, through the
@@ -30,6 +33,7 @@ TorchScript backend and behind the GPU stand-in for TensorRT with a dynamic batc
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import multiprocessing
@@ -40,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import cv2
 import numpy as np
@@ -53,7 +57,7 @@ from bench.bench_detect import (  # noqa: E402
 from human_detector_ros import assets  # noqa: E402
 
 FRAME_HW = (1080, 1920)
-MODES = ('batched', 'processes', 'sequential')
+MODES = ('batched', 'pipelined', 'processes', 'sequential')
 
 
 def camera_frame(camera: int) -> np.ndarray:
@@ -87,6 +91,19 @@ def worker(spec: Dict[str, Any], connection: Any) -> None:
             start = time.perf_counter()
             detector.detect_batch(frames)
             return [(time.perf_counter() - start) * 1e3] * len(frames)
+    elif spec['mode'] == 'pipelined':
+        handed_over: collections.deque = collections.deque()
+
+        def every_step() -> Iterator[List[np.ndarray]]:
+            while True:
+                handed_over.append(time.perf_counter())
+                yield frames
+
+        results = detector.detect_batches(every_step())
+
+        def step() -> List[float]:
+            next(results)
+            return [(time.perf_counter() - handed_over.popleft()) * 1e3] * len(frames)
     else:
         def step() -> List[float]:
             start = time.perf_counter()
@@ -159,7 +176,7 @@ def run_mode(mode: str, cameras: int, model: pathlib.Path, backend: str,
         specs = [dict(base, cameras=[camera], max_batch=1) for camera in range(cameras)]
     else:
         specs = [dict(base, cameras=list(range(cameras)),
-                      max_batch=cameras if mode == 'batched' else 1)]
+                      max_batch=1 if mode == 'sequential' else cameras)]
     pipes, processes = [], []
     for spec in specs:
         ours, theirs = context.Pipe()
@@ -214,16 +231,20 @@ def model_figures(model: pathlib.Path, backend: str, args: argparse.Namespace
             figures['runs'].append(result)
     by = {(run['cameras'], run['mode']): run for run in figures['runs']}
     figures['ratios'] = {}
+    # One camera's figures: its frame alone through `detect_batch`.
+    single = by.get((1, 'batched'))
     for cameras in args.cameras:
-        batched, separate = by[(cameras, 'batched')], by[(cameras, 'processes')]
-        single = by.get((1, 'batched'))
-        ratios = {'batched_fps_over_processes': batched['fps'] / separate['fps']}
-        if single is not None:
-            ratios['batched_p90_over_one_camera'] = (batched['latency_p90_ms']
-                                                     / single['latency_p90_ms'])
-            if batched['device_mib_total'] and single['device_mib_total']:
-                ratios['batched_memory_over_one_camera'] = (batched['device_mib_total']
-                                                            / single['device_mib_total'])
+        separate = by[(cameras, 'processes')]
+        ratios = {}
+        for mode in ('batched', 'pipelined'):
+            run = by[(cameras, mode)]
+            ratios[f'{mode}_fps_over_processes'] = run['fps'] / separate['fps']
+            if single is not None:
+                ratios[f'{mode}_p90_over_one_camera'] = (run['latency_p90_ms']
+                                                         / single['latency_p90_ms'])
+                if run['device_mib_total'] and single['device_mib_total']:
+                    ratios[f'{mode}_memory_over_one_camera'] = (run['device_mib_total']
+                                                                / single['device_mib_total'])
         figures['ratios'][str(cameras)] = ratios
     return figures
 

@@ -13,17 +13,19 @@ from upload to the kept rows).
 from __future__ import annotations
 
 import collections
+import contextlib
 import pathlib
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from human_detector_ros.assets import default_model_path
 from human_detector_ros.engines import load_engine
 from human_detector_ros.errors import InferenceError, InvalidImageError, ModelLoadError
-from human_detector_ros.gpu_pipeline import supports_torch_pipeline, TorchPipeline
+from human_detector_ros.gpu_pipeline import (
+    InFlight, PIPELINE_DEPTH, supports_torch_pipeline, TorchPipeline)
 from human_detector_ros.letterbox import (
     letterbox, letterbox_transform, LetterboxTransform, to_network_input)
 from human_detector_ros.postprocess import Detections, NmsConfig, postprocess, resolve_layout
@@ -49,6 +51,19 @@ class StageTimings:
     @property
     def total_ms(self) -> float:
         return self.preprocess_ms + self.infer_ms + self.postprocess_ms
+
+
+@dataclass
+class _BatchResults:
+    """The detections of one batch of `detect_batches`, chunk by chunk as they are collected,
+    and its stage times summed over its chunks."""
+
+    chunks: List[Optional[List[Detections]]]
+    totals: List[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+    @property
+    def complete(self) -> bool:
+        return all(chunk is not None for chunk in self.chunks)
 
 
 class HumanDetector:
@@ -175,16 +190,22 @@ class HumanDetector:
                                  f'{self.engine.model_path.name} as {self.layout.name}: '
                                  f'{error}') from None
 
+    @contextlib.contextmanager
+    def _torch_errors(self) -> Iterator[None]:
+        """The torch pipeline's RuntimeErrors as InferenceError."""
+        try:
+            yield
+        except RuntimeError as error:
+            raise InferenceError(f'torch pipeline of {self.engine.model_path.name} failed: '
+                                 f'{error}') from None
+
     def __call__(self, bgr: np.ndarray) -> Detections:
         """HxWx3 uint8 BGR image -> Detections in its pixels; sets `last_timings`."""
         start = time.perf_counter()
         if self.torch_pipeline is not None:
             transform = self.checked_transform(bgr)
-            try:
+            with self._torch_errors():
                 detections = self.torch_pipeline.run(bgr, transform, self.config, start)
-            except RuntimeError as error:
-                raise InferenceError(f'torch pipeline of {self.engine.model_path.name} '
-                                     f'failed: {error}') from None
             self.last_timings = StageTimings(*self.torch_pipeline.stage_ms)
             return detections
         images, transform = self.preprocess(bgr)
@@ -206,23 +227,79 @@ class HumanDetector:
         The frames run in batches of up to `max_batch` (one engine call each); the result for
         each frame equals `detector(frame)`. Sets `last_timings` to the sums over the frames.
         """
+        return next(self.detect_batches([frames]))
+
+    def detect_batches(self, batches: Iterable[Sequence[np.ndarray]]
+                       ) -> Iterator[List[Detections]]:
+        """Batches of frames -> each batch's `detect_batch` result, in order, pipelined.
+
+        With the torch pipeline, batch k + 1 is submitted to the device before the results of
+        batch k are collected and yielded, so the host's work (copying the next frames in,
+        decoding rows, and the caller's own work between two results) overlaps the device's
+        work on a batch: more frames per second when the caller has the next batch at hand,
+        at the price of a batch's latency running on while the next one runs. The next batch
+        is taken from `batches` before a result is yielded: a source that waits for frames
+        delays the previous result. The numpy pipeline runs one batch after the other.
+        Sets `last_timings` before each yield, for that batch. A frame that is not a
+        non-empty HxWx3 uint8 array raises InvalidImageError (with its `frame_index` in its
+        batch) and ends the iteration; the batches in flight are then dropped.
+        """
+        if self.torch_pipeline is None:
+            for frames in batches:
+                yield self._detect_numpy_batch(frames)
+            return
+        in_flight: Deque[Tuple[InFlight, _BatchResults, int]] = collections.deque()
+        waiting: Deque[_BatchResults] = collections.deque()
+        try:
+            for frames in batches:
+                start = time.perf_counter()
+                transforms = [self.checked_transform(bgr, index)
+                              for index, bgr in enumerate(frames)]
+                chunks = range(0, len(frames), self.max_batch)
+                results = _BatchResults([None] * len(chunks))
+                waiting.append(results)
+                for number, first in enumerate(chunks):
+                    if len(in_flight) == PIPELINE_DEPTH:
+                        self._collect(*in_flight.popleft())
+                    chunk = slice(first, first + self.max_batch)
+                    with self._torch_errors():
+                        flight = self.torch_pipeline.submit(frames[chunk], transforms[chunk],
+                                                            self.config, start)
+                    in_flight.append((flight, results, number))
+                    start = time.perf_counter()
+                # All but the newest submission are collected while it runs on the device.
+                while len(in_flight) > 1:
+                    self._collect(*in_flight.popleft())
+                while waiting[0] is not results and waiting[0].complete:
+                    yield self._results_of(waiting.popleft())
+            while in_flight:
+                self._collect(*in_flight.popleft())
+            while waiting:
+                yield self._results_of(waiting.popleft())
+        finally:
+            for flight, _, _ in in_flight:  # left by an error or an unfinished iteration
+                with contextlib.suppress(Exception):
+                    self.torch_pipeline.collect(flight)
+
+    def _collect(self, flight: InFlight, results: _BatchResults, number: int) -> None:
+        with self._torch_errors():
+            results.chunks[number] = self.torch_pipeline.collect(flight)
+        results.totals = [total + ms for total, ms in
+                          zip(results.totals, self.torch_pipeline.stage_ms)]
+
+    def _results_of(self, results: _BatchResults) -> List[Detections]:
+        self.last_timings = StageTimings(*results.totals)
+        return [detections for chunk in results.chunks for detections in chunk]
+
+    def _detect_numpy_batch(self, frames: Sequence[np.ndarray]) -> List[Detections]:
+        """`detect_batch` through the numpy pipeline."""
         start = time.perf_counter()
         transforms = [self.checked_transform(bgr, index) for index, bgr in enumerate(frames)]
         results: List[Detections] = []
         totals = [0.0, 0.0, 0.0]
         for first in range(0, len(frames), self.max_batch):
             chunk = slice(first, first + self.max_batch)
-            if self.torch_pipeline is not None:
-                try:
-                    results += self.torch_pipeline.run_batch(frames[chunk], transforms[chunk],
-                                                             self.config, start)
-                except RuntimeError as error:
-                    raise InferenceError(f'torch pipeline of {self.engine.model_path.name} '
-                                         f'failed: {error}') from None
-                stage_ms = self.torch_pipeline.stage_ms
-            else:
-                stage_ms = self._run_numpy_batch(frames[chunk], transforms[chunk], start,
-                                                 results)
+            stage_ms = self._run_numpy_batch(frames[chunk], transforms[chunk], start, results)
             totals = [total + ms for total, ms in zip(totals, stage_ms)]
             start = time.perf_counter()
         self.last_timings = StageTimings(*totals)

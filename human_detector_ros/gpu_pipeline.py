@@ -15,6 +15,12 @@ small copy brings back the kept rows, and waiting for it is the only host synchr
 Buffers are allocated once (the frame buffers once per source size), so the steady state
 allocates nothing.
 
+A batch can also be submitted (`submit`) and its results collected later (`collect`): up to
+`PIPELINE_DEPTH` batches are in flight, each with its own events and pinned result buffers, so
+the host copies the next batch's frames and decodes the previous batch's rows while the device
+runs a batch. The device runs them in submission order on the one stream, which is what keeps
+the shared network input and graph outputs consistent.
+
 The fixed-size NMS (`device_nms`) needs no host round trip; when it reports that its result is
 not valid (more candidates than its capacity), that frame falls back to the exact
 `postprocess_torch` NMS. Either way the result equals the numpy path's for the same engine
@@ -50,6 +56,8 @@ LOG = logging.getLogger(__name__)
 RESIZE_ON = ('device', 'host')
 GRAPH_WARMUP_RUNS = 3
 KEPT_SOURCE_SIZES = 4
+PIPELINE_DEPTH = 2
+"""Batches in flight at once: one on the device while the host prepares or decodes another."""
 
 
 def supports_torch_pipeline(engine: Any) -> bool:
@@ -162,6 +170,8 @@ class _Stage:
         self.host = (torch.empty(shape, dtype=torch.uint8, pin_memory=True)
                      if device.type == 'cuda' else self.frame)
         self.host_array = self.host.numpy()
+        # Recorded after each upload: the host waits for it before it rewrites `host`.
+        self.uploaded = torch.cuda.Event() if device.type == 'cuda' else None
         self.rows = rows
         self.copy_rows = RowCopy(rows, self.host)
         self.letterbox = _Launch(lambda: letterbox_into(self.frame), 'letterbox')
@@ -176,6 +186,32 @@ class _Batch:
         self.outputs: Dict[str, Any] = {}
 
 
+class InFlight:
+    """One submitted batch until it is collected (`TorchPipeline.submit` -> `collect`).
+
+    Each of the pipeline's PIPELINE_DEPTH instances keeps its own CUDA events (the device
+    stages' times), pinned mirrors of the results it downloads, and, when a later batch is
+    submitted before it is collected, a device copy of its raw head output (the later forward
+    rewrites the graph's output, and the exact NMS fallback reads it).
+    """
+
+    def __init__(self, cuda: bool) -> None:
+        import torch
+
+        self.marks: List[Any] = ([torch.cuda.Event(enable_timing=True) for _ in range(4)]
+                                 if cuda else [0.0] * 4)
+        self.host_outputs: Dict[Tuple[str, Tuple[int, ...]],
+                                Tuple[torch.Tensor, np.ndarray]] = {}
+        self.raw_copy: Optional[torch.Tensor] = None
+        self.submitted = False
+        self.batch: Optional[_Batch] = None
+        self.transforms: Sequence[LetterboxTransform] = ()
+        self.config = NmsConfig()
+        self.arrays: Dict[str, np.ndarray] = {}
+        self.raw: Optional[torch.Tensor] = None
+        self.host_ms = 0.0
+
+
 class TorchPipeline:
     """HxWx3 uint8 BGR frames -> Detections, every stage on the engine's torch device.
 
@@ -188,7 +224,8 @@ class TorchPipeline:
     both give the numpy path's network input to the bit. use_graphs: capture CUDA graphs
     (default: on CUDA). postprocess: the host decoder for layouts other than RAW (named numpy
     outputs of a batch, transform, image index -> Detections).
-    After each `run`, `stage_ms` holds (preprocess, infer, postprocess) in milliseconds.
+    After each `run`, `run_batch` or `collect`, `stage_ms` holds (preprocess, infer,
+    postprocess) in milliseconds.
     """
 
     def __init__(self, engine: Any, layout: OutputLayout,
@@ -213,10 +250,9 @@ class TorchPipeline:
         self._host_postprocess = postprocess
         self._stages: collections.OrderedDict[Tuple[Tuple[int, int], int], _Stage] = \
             collections.OrderedDict()
-        self._host_outputs: Dict[Tuple[str, Tuple[int, ...]],
-                                 Tuple[torch.Tensor, np.ndarray]] = {}
         self._batches: Dict[int, _Batch] = {}
-        self._marks: List[Any] = [0.0] * 4
+        self._in_flight = [InFlight(self.cuda) for _ in range(PIPELINE_DEPTH)]
+        self._submissions = 0
         with torch.inference_mode():
             # The engine's own input tensor where it has one (TensorRT binds its address
             # once), so the letterbox writes where the engine reads.
@@ -229,8 +265,6 @@ class TorchPipeline:
             self.limits = (NmsLimits(engine.outputs[0].shape[1] - 4, self.device)
                            if layout is OutputLayout.RAW else None)
             self._stream = torch.cuda.Stream(self.device) if self.cuda else None
-            if self.cuda:
-                self._marks = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
             self._batch(1)
 
     def _batch(self, size: int) -> _Batch:
@@ -289,27 +323,31 @@ class TorchPipeline:
             self._stages.popitem(last=False)
         return stage
 
-    def _mark(self, index: int) -> None:
+    def _mark(self, flight: InFlight, index: int) -> None:
         if self.cuda:
-            self._marks[index].record(self._stream)
+            flight.marks[index].record(self._stream)
         else:
-            self._marks[index] = time.perf_counter()
+            flight.marks[index] = time.perf_counter()
 
-    def _elapsed_ms(self, first: int, last: int) -> float:
+    def _elapsed_ms(self, flight: InFlight, first: int, last: int) -> float:
         if self.cuda:
-            return self._marks[first].elapsed_time(self._marks[last])
-        return (self._marks[last] - self._marks[first]) * 1e3
+            return flight.marks[first].elapsed_time(flight.marks[last])
+        return (flight.marks[last] - flight.marks[first]) * 1e3
 
     def _upload(self, stage: _Stage, bgr: np.ndarray, transform: LetterboxTransform) -> None:
+        if stage.uploaded is not None:
+            stage.uploaded.synchronize()  # the last upload from `host` (long done, as a rule)
         if self.resize_on == 'host':
             letterbox(bgr, transform, out=stage.host_array)
         else:
             stage.copy_rows(bgr)
         if stage.host is not stage.frame:
             stage.frame.copy_(stage.host, non_blocking=True)
+            stage.uploaded.record(self._stream)
 
-    def _download(self, tensors: Mapping[str, torch.Tensor]) -> Dict[str, np.ndarray]:
-        """Device tensors -> numpy arrays (pinned mirrors on CUDA, reused every frame)."""
+    def _download(self, flight: InFlight, tensors: Mapping[str, torch.Tensor]
+                  ) -> Dict[str, np.ndarray]:
+        """Device tensors -> numpy arrays (pinned mirrors of `flight` on CUDA, reused)."""
         import torch
 
         if not self.cuda:
@@ -317,28 +355,39 @@ class TorchPipeline:
         arrays = {}
         for name, tensor in tensors.items():
             key = (name, tuple(tensor.shape))
-            if key not in self._host_outputs:
+            if key not in flight.host_outputs:
                 mirror = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-                self._host_outputs[key] = (mirror, mirror.numpy())
-            mirror, array = self._host_outputs[key]
+                flight.host_outputs[key] = (mirror, mirror.numpy())
+            mirror, array = flight.host_outputs[key]
             mirror.copy_(tensor, non_blocking=True)
             arrays[name] = array
         return arrays
 
-    def _finish(self, arrays: Mapping[str, np.ndarray], batch: _Batch, index: int,
-                transform: LetterboxTransform, config: NmsConfig) -> Detections:
+    def _finish(self, flight: InFlight, index: int, transform: LetterboxTransform
+                ) -> Detections:
         if self.limits is None:
-            return self._host_postprocess(arrays, transform, index)
-        packed = arrays['rows'][index]
+            return self._host_postprocess(flight.arrays, transform, index)
+        packed = flight.arrays['rows'][index]
         kept, candidates, unsettled = packed[0, KEPT], packed[0, CANDIDATES], \
             packed[0, UNSETTLED]
+        config = flight.config
         if candidates > packed.shape[0] - 2 or unsettled:
             self.fallbacks += 1
-            (output,) = batch.outputs.values()
-            rows = postprocess_torch.non_max_suppression(output[index], config).cpu().numpy()
+            rows = postprocess_torch.non_max_suppression(flight.raw[index], config).cpu().numpy()
         else:
             rows = packed[1:1 + min(int(kept), config.max_det)].copy()
         return rows_to_detections(rows, transform)
+
+    def _keep_raw_output(self, flight: InFlight) -> None:
+        """Copy `flight`'s raw head output on the device (enqueued before a later forward
+        rewrites it), for its exact NMS fallback."""
+        import torch
+
+        if flight.raw is None or flight.raw is flight.raw_copy:
+            return
+        if flight.raw_copy is None or flight.raw_copy.shape != flight.raw.shape:
+            flight.raw_copy = torch.empty_like(flight.raw)
+        flight.raw = flight.raw_copy.copy_(flight.raw)
 
     def run(self, bgr: np.ndarray, transform: LetterboxTransform, config: NmsConfig,
             start: float) -> Detections:
@@ -354,31 +403,65 @@ class TorchPipeline:
         """Up to `max_batch` validated frames (transforms[i] of frames[i]) -> each one's
         Detections, with one engine call and one synchronisation; `stage_ms` as `run`
         sets it, for the whole batch."""
+        return self.collect(self.submit(frames, transforms, config, start))
+
+    def submit(self, frames: Sequence[np.ndarray], transforms: Sequence[LetterboxTransform],
+               config: NmsConfig, start: float) -> InFlight:
+        """Enqueue a batch as `run_batch` runs it, without waiting for the device; `collect`
+        its result later. Frames are copied before it returns (the caller may reuse them).
+        RuntimeError when PIPELINE_DEPTH batches are in flight already: collect one first.
+        """
         import torch
 
+        flight = self._in_flight[self._submissions % PIPELINE_DEPTH]
+        if flight.submitted:
+            raise RuntimeError(f'{PIPELINE_DEPTH} batches are in flight: collect one first')
         stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
         with torch.inference_mode(), stream:
+            for other in self._in_flight:
+                if other.submitted:
+                    self._keep_raw_output(other)
             stages = [self._stage(transform, slot) for slot, transform in enumerate(transforms)]
             if self.limits is not None:
                 self.limits.apply(config)
             batch = self._batch(len(stages))
             enqueued = time.perf_counter()
-            self._mark(0)
+            self._mark(flight, 0)
             for stage, bgr, transform in zip(stages, frames, transforms):
                 self._upload(stage, bgr, transform)
                 stage.letterbox()
-            self._mark(1)
+            self._mark(flight, 1)
             batch.outputs = batch.forward()
-            self._mark(2)
-            arrays = self._download(batch.decode())
-            self._mark(3)
+            self._mark(flight, 2)
+            flight.arrays = self._download(flight, batch.decode())
+            self._mark(flight, 3)
+        flight.raw = (next(iter(batch.outputs.values())) if self.limits is not None
+                      else None)
+        flight.batch, flight.transforms, flight.config = batch, tuple(transforms), config
+        flight.host_ms = (enqueued - start) * 1e3
+        flight.submitted = True
+        self._submissions += 1
+        return flight
+
+    def collect(self, flight: InFlight) -> List[Detections]:
+        """Wait for a submitted batch and decode it: each frame's Detections, in order; sets
+        `stage_ms` for the batch (the host time of its submission and of its decoding, and
+        its device stages)."""
+        import torch
+
+        if not flight.submitted:
+            raise RuntimeError('this batch was collected already')
+        try:
             if self.cuda:
-                self._marks[3].synchronize()
+                flight.marks[3].synchronize()
             synced = time.perf_counter()
-            detections = [self._finish(arrays, batch, index, transform, config)
-                          for index, transform in enumerate(transforms)]
+            with torch.inference_mode():
+                detections = [self._finish(flight, index, transform)
+                              for index, transform in enumerate(flight.transforms)]
+        finally:
+            flight.submitted = False
         done = time.perf_counter()
-        self.stage_ms = ((enqueued - start) * 1e3 + self._elapsed_ms(0, 1),
-                         self._elapsed_ms(1, 2),
-                         self._elapsed_ms(2, 3) + (done - synced) * 1e3)
+        self.stage_ms = (flight.host_ms + self._elapsed_ms(flight, 0, 1),
+                         self._elapsed_ms(flight, 1, 2),
+                         self._elapsed_ms(flight, 2, 3) + (done - synced) * 1e3)
         return detections

@@ -422,6 +422,60 @@ def test_torch_pipeline_every_layout(tiny, frames, layout, nms_kind):
     assert sum(len(found) for found in expected) > 0
 
 
+@pytest.mark.parametrize('layout, capacity', [
+    ('raw', device_nms.NMS_CAPACITY), ('raw', 2), ('end_to_end', device_nms.NMS_CAPACITY)],
+    ids=['raw-fixed-size-nms', 'raw-exact-nms-fallback', 'end_to_end'])
+def test_pipelined_batches_equal_batches_one_at_a_time(tiny, frames, layout, capacity):
+    """`detect_batches` keeps a batch on the device while the host submits the next: the same
+    detections as `detect_batch` batch by batch, also where the exact NMS fallback reads a
+    batch's raw output after the next batch's forward (on CUDA: the same graph's output)."""
+    device = 'cuda' if CUDA else 'cpu'
+    # Consecutive batches of one size and other frames (3, 3): the second's forward rewrites
+    # the first's graph output before the first is collected.
+    batches = [frames, frames[::-1], frames[1:], [frames[2]], frames[:2] + frames, frames[1:]]
+    with HumanDetector(tiny[f'{layout}.torchscript'], device=device, conf_threshold=0.3,
+                       pipeline='torch', max_batch=4) as detector:
+        pipeline = detector.torch_pipeline = gpu_pipeline.TorchPipeline(
+            detector.engine, detector.layout, detector.postprocess, nms_capacity=capacity)
+        expected = [detector.detect_batch(batch) for batch in batches]
+        fallbacks = pipeline.fallbacks
+        in_flight_at_submit = []
+        submit = pipeline.submit
+
+        def counted(*args):
+            in_flight_at_submit.append(sum(flight.submitted for flight in pipeline._in_flight))
+            return submit(*args)
+
+        pipeline.submit = counted
+        pipelined = list(detector.detect_batches(iter(batches)))
+        assert detector.last_timings.infer_ms > 0
+    assert len(pipelined) == len(batches)
+    for ours, theirs in zip(pipelined, expected):
+        assert_same(ours, theirs)
+    assert max(in_flight_at_submit) == 1 and len(in_flight_at_submit) == 7  # 5 frames: 2 calls
+    if capacity == 2:
+        assert pipeline.fallbacks > fallbacks
+
+
+def test_pipelined_batches_stop_at_a_bad_frame_and_limit_the_batches_in_flight(tiny, frames):
+    with HumanDetector(tiny['raw.torchscript'], device='cpu', pipeline='torch',
+                       max_batch=4) as detector:
+        results = detector.detect_batches([frames, [frames[0], frames[1][..., 0]], frames])
+        with pytest.raises(InvalidImageError) as raised:
+            list(results)
+        assert raised.value.frame_index == 1
+        assert not any(flight.submitted for flight in detector.torch_pipeline._in_flight)
+        pipeline = detector.torch_pipeline
+        transforms = [detector.checked_transform(frame) for frame in frames]
+        first = pipeline.submit(frames, transforms, detector.config, 0.0)
+        second = pipeline.submit(frames, transforms, detector.config, 0.0)
+        with pytest.raises(RuntimeError, match='in flight'):
+            pipeline.submit(frames, transforms, detector.config, 0.0)
+        assert len(pipeline.collect(second)) == len(pipeline.collect(first)) == 3
+        with pytest.raises(RuntimeError, match='collected already'):
+            pipeline.collect(first)
+
+
 @pytest.mark.skipif(not CUDA, reason='no CUDA device for PyTorch')
 @pytest.mark.parametrize('dynamic', [True, False], ids=['dynamic-batch', 'fixed-batch-2'])
 def test_tensorrt_gpu_standin_batches_through_the_torch_pipeline(monkeypatch, tiny, frames,

@@ -239,7 +239,8 @@ class HumanDetector:
         work on a batch: more frames per second when the caller has the next batch at hand,
         at the price of a batch's latency running on while the next one runs. The next batch
         is taken from `batches` before a result is yielded: a source that waits for frames
-        delays the previous result. The numpy pipeline runs one batch after the other.
+        delays the previous result, unless it hands over an empty batch instead (then every
+        earlier result is yielded, then []). The numpy pipeline runs one batch after the other.
         Sets `last_timings` before each yield, for that batch. A frame that is not a
         non-empty HxWx3 uint8 array raises InvalidImageError (with its `frame_index` in its
         batch) and ends the iteration; the batches in flight are then dropped.
@@ -267,10 +268,13 @@ class HumanDetector:
                                                             self.config, start)
                     in_flight.append((flight, results, number))
                     start = time.perf_counter()
-                # All but the newest submission are collected while it runs on the device.
-                while len(in_flight) > 1:
+                # All but this batch's last submission are collected while that runs on the
+                # device; an empty batch (nothing new from a source that does not wait)
+                # collects everything.
+                while len(in_flight) > (1 if chunks else 0):
                     self._collect(*in_flight.popleft())
-                while waiting[0] is not results and waiting[0].complete:
+                while waiting and waiting[0].complete and (waiting[0] is not results
+                                                           or not chunks):
                     yield self._results_of(waiting.popleft())
             while in_flight:
                 self._collect(*in_flight.popleft())

@@ -431,8 +431,9 @@ def test_pipelined_batches_equal_batches_one_at_a_time(tiny, frames, layout, cap
     batch's raw output after the next batch's forward (on CUDA: the same graph's output)."""
     device = 'cuda' if CUDA else 'cpu'
     # Consecutive batches of one size and other frames (3, 3): the second's forward rewrites
-    # the first's graph output before the first is collected.
-    batches = [frames, frames[::-1], frames[1:], [frames[2]], frames[:2] + frames, frames[1:]]
+    # the first's graph output before the first is collected. An empty batch: nothing new.
+    batches = [frames, frames[::-1], frames[1:], [], [frames[2]], frames[:2] + frames,
+               frames[1:]]
     with HumanDetector(tiny[f'{layout}.torchscript'], device=device, conf_threshold=0.3,
                        pipeline='torch', max_batch=4) as detector:
         pipeline = detector.torch_pipeline = gpu_pipeline.TorchPipeline(
@@ -447,7 +448,20 @@ def test_pipelined_batches_equal_batches_one_at_a_time(tiny, frames, layout, cap
             return submit(*args)
 
         pipeline.submit = counted
-        pipelined = list(detector.detect_batches(iter(batches)))
+        pulled = []
+
+        def source():
+            for number, batch in enumerate(batches):
+                pulled.append(number)
+                yield batch
+
+        pipelined, last_pulled = [], []
+        for results in detector.detect_batches(source()):
+            pipelined.append(results)
+            last_pulled.append(pulled[-1])
+        # Each result after the next batch's submission, the batch of 5 frames after both of
+        # its calls; the empty batch yields what came before it, then itself, at once.
+        assert last_pulled == [1, 2, 3, 3, 5, 6, 6]
         assert detector.last_timings.infer_ms > 0
     assert len(pipelined) == len(batches)
     for ours, theirs in zip(pipelined, expected):

@@ -179,11 +179,11 @@ class HumanDetector:
         return self.engine.infer(images)
 
     def postprocess(self, outputs: Dict[str, np.ndarray], transform: LetterboxTransform,
-                    index: int = 0) -> Detections:
+                    index: int = 0, config: Optional[NmsConfig] = None) -> Detections:
         """Image `index` of the named engine outputs -> Detections in its source pixels, with
-        the current `config`."""
+        `config` (default: the current `config`)."""
         try:
-            return postprocess(outputs, self.layout, self.config, transform, index)
+            return postprocess(outputs, self.layout, config or self.config, transform, index)
         except (ValueError, IndexError, KeyError) as error:
             shapes = {name: list(np.shape(array)) for name, array in outputs.items()}
             raise InferenceError(f'cannot decode the outputs {shapes} of '
@@ -241,6 +241,8 @@ class HumanDetector:
         is taken from `batches` before a result is yielded: a source that waits for frames
         delays the previous result, unless it hands over an empty batch instead (then every
         earlier result is yielded, then []). The numpy pipeline runs one batch after the other.
+        One iteration at a time per detector; `detector(bgr)` and `detect_batch` may be called
+        between two results.
         Sets `last_timings` before each yield, for that batch. A frame that is not a
         non-empty HxWx3 uint8 array raises InvalidImageError (with its `frame_index` in its
         batch) and ends the iteration; the batches in flight are then dropped.
@@ -262,6 +264,7 @@ class HumanDetector:
                 for number, first in enumerate(chunks):
                     if len(in_flight) == PIPELINE_DEPTH:
                         self._collect(*in_flight.popleft())
+                        start = time.perf_counter()
                     chunk = slice(first, first + self.max_batch)
                     with self._torch_errors():
                         flight = self.torch_pipeline.submit(frames[chunk], transforms[chunk],

@@ -151,8 +151,9 @@ def fixed_size_nms(prediction: torch.Tensor, conf: torch.Tensor, iou: torch.Tens
 
     prediction: one image's (4+nc, N), or a batch [B, 4+nc, N] whose images run side by side
     (one program per image in each kernel); the result is (k + 2, 6), or [B, k + 2, 6].
-    scratch: a dict kept by the caller between calls, for the counters and work buffers (a
-    counter starts at 0 and the second kernel leaves it at 0, so no memset runs per frame).
+    scratch: a dict kept by the caller between calls, for the counters and work buffers of
+    each batch shape (a counter starts at 0 and the second kernel leaves it at 0, so no memset
+    runs per frame).
     """
     import torch
 
@@ -162,20 +163,21 @@ def fixed_size_nms(prediction: torch.Tensor, conf: torch.Tensor, iou: torch.Tens
     slots = triton.next_power_of_2(max(capacity, 2))
     device = prediction.device
     key = (device, images, anchors, slots)
-    if scratch.get('key') != key:
-        scratch.clear()
-        scratch.update(
-            key=key, counter=torch.zeros((images,), dtype=torch.int32, device=device),
+    # One set per shape, never freed: a CUDA graph captured with a set keeps reading it.
+    buffers = scratch.get(key)
+    if buffers is None:
+        buffers = scratch[key] = dict(
+            counter=torch.zeros((images,), dtype=torch.int32, device=device),
             keys=torch.empty((images, slots), dtype=torch.int64, device=device),
             class_of_anchor=torch.empty((images, anchors), dtype=torch.int32, device=device),
             corners=torch.empty((images, 5, slots), dtype=torch.float32, device=device))
     packed = torch.empty((images, capacity + 2, 6), dtype=torch.float32, device=device)
     _candidates[(triton.cdiv(anchors, _BLOCK), images)](
-        prediction, anchors, anchors, conf, class_mask.view(torch.uint8), scratch['counter'],
-        scratch['keys'], scratch['class_of_anchor'], capacity, CLASSES=classes, BLOCK=_BLOCK,
+        prediction, anchors, anchors, conf, class_mask.view(torch.uint8), buffers['counter'],
+        buffers['keys'], buffers['class_of_anchor'], capacity, CLASSES=classes, BLOCK=_BLOCK,
         SLOTS=slots, enable_fp_fusion=False)
     _suppress[(images,)](
-        prediction, anchors, scratch['counter'], scratch['keys'], scratch['class_of_anchor'],
-        class_offset, iou, scratch['corners'], packed, capacity, CLASSES=classes, SLOTS=slots,
+        prediction, anchors, buffers['counter'], buffers['keys'], buffers['class_of_anchor'],
+        class_offset, iou, buffers['corners'], packed, capacity, CLASSES=classes, SLOTS=slots,
         enable_fp_fusion=False, num_warps=SUPPRESS_WARPS)
     return packed if batched else packed[0]

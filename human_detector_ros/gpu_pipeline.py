@@ -204,7 +204,6 @@ class InFlight:
                                 Tuple[torch.Tensor, np.ndarray]] = {}
         self.raw_copy: Optional[torch.Tensor] = None
         self.submitted = False
-        self.batch: Optional[_Batch] = None
         self.transforms: Sequence[LetterboxTransform] = ()
         self.config = NmsConfig()
         self.arrays: Dict[str, np.ndarray] = {}
@@ -229,8 +228,8 @@ class TorchPipeline:
     """
 
     def __init__(self, engine: Any, layout: OutputLayout,
-                 postprocess: Callable[[Mapping[str, np.ndarray], LetterboxTransform, int],
-                                       Detections],
+                 postprocess: Callable[[Mapping[str, np.ndarray], LetterboxTransform, int,
+                                        NmsConfig], Detections],
                  resize_on: str = 'device', use_graphs: Optional[bool] = None,
                  nms_capacity: int = NMS_CAPACITY) -> None:
         import torch
@@ -252,7 +251,6 @@ class TorchPipeline:
             collections.OrderedDict()
         self._batches: Dict[int, _Batch] = {}
         self._in_flight = [InFlight(self.cuda) for _ in range(PIPELINE_DEPTH)]
-        self._submissions = 0
         with torch.inference_mode():
             # The engine's own input tensor where it has one (TensorRT binds its address
             # once), so the letterbox writes where the engine reads.
@@ -347,11 +345,12 @@ class TorchPipeline:
 
     def _download(self, flight: InFlight, tensors: Mapping[str, torch.Tensor]
                   ) -> Dict[str, np.ndarray]:
-        """Device tensors -> numpy arrays (pinned mirrors of `flight` on CUDA, reused)."""
+        """Device tensors -> numpy arrays (pinned mirrors of `flight` on CUDA, reused; copies
+        on the CPU, where an engine may rewrite its output tensors before the collection)."""
         import torch
 
         if not self.cuda:
-            return {name: tensor.numpy() for name, tensor in tensors.items()}
+            return {name: tensor.numpy().copy() for name, tensor in tensors.items()}
         arrays = {}
         for name, tensor in tensors.items():
             key = (name, tuple(tensor.shape))
@@ -366,7 +365,7 @@ class TorchPipeline:
     def _finish(self, flight: InFlight, index: int, transform: LetterboxTransform
                 ) -> Detections:
         if self.limits is None:
-            return self._host_postprocess(flight.arrays, transform, index)
+            return self._host_postprocess(flight.arrays, transform, index, flight.config)
         packed = flight.arrays['rows'][index]
         kept, candidates, unsettled = packed[0, KEPT], packed[0, CANDIDATES], \
             packed[0, UNSETTLED]
@@ -413,8 +412,8 @@ class TorchPipeline:
         """
         import torch
 
-        flight = self._in_flight[self._submissions % PIPELINE_DEPTH]
-        if flight.submitted:
+        flight = next((flight for flight in self._in_flight if not flight.submitted), None)
+        if flight is None:
             raise RuntimeError(f'{PIPELINE_DEPTH} batches are in flight: collect one first')
         stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
         with torch.inference_mode(), stream:
@@ -437,10 +436,9 @@ class TorchPipeline:
             self._mark(flight, 3)
         flight.raw = (next(iter(batch.outputs.values())) if self.limits is not None
                       else None)
-        flight.batch, flight.transforms, flight.config = batch, tuple(transforms), config
+        flight.transforms, flight.config = tuple(transforms), config
         flight.host_ms = (enqueued - start) * 1e3
         flight.submitted = True
-        self._submissions += 1
         return flight
 
     def collect(self, flight: InFlight) -> List[Detections]:
@@ -451,11 +449,14 @@ class TorchPipeline:
 
         if not flight.submitted:
             raise RuntimeError('this batch was collected already')
+        # On the pipeline's stream: the exact NMS fallback reads the raw output copy that a
+        # later submission enqueued there.
+        stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
         try:
             if self.cuda:
                 flight.marks[3].synchronize()
             synced = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), stream:
                 detections = [self._finish(flight, index, transform)
                               for index, transform in enumerate(flight.transforms)]
         finally:

@@ -113,8 +113,9 @@ class DeviceLetterbox:
 
     use_triton: letterbox with the Triton kernel (`letterbox_triton`; ModuleNotFoundError
     where Triton does not import; on the CPU only in Triton's interpreter), or with torch
-    operations (False); None: Triton on CUDA where it imports. Should the kernel fail, this and
-    every later letterbox of the process log it once and take the torch operations.
+    operations (False); None: Triton on CUDA where it imports. The kernel writes a contiguous
+    `out` only (the torch operations any other). Should the kernel fail, this and every later
+    letterbox of the process log it once and take the torch operations.
     """
 
     def __init__(self, transform: LetterboxTransform, device: torch.device,
@@ -185,7 +186,7 @@ class DeviceLetterbox:
         top, left = transform.pad_top, transform.pad_left
         resized_h, resized_w = transform.resized_hw
         bgr = bgr.to(self.device, non_blocking=True)
-        if self._kernel is not None and not _TRITON_FAILED:
+        if self._kernel is not None and not _TRITON_FAILED and out.is_contiguous():
             try:
                 return self._launch_kernel(bgr.contiguous(), out)
             except Exception as error:  # Triton imports but cannot compile or launch here

@@ -15,6 +15,7 @@ Triton emits for `/`), then rounded to the input's dtype, as torch divides a flo
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import triton
@@ -64,7 +65,6 @@ def _letterbox(source, rows, row_weights, cols, col_weights, out, plane, width, 
             value = tl.load(source + pixel + channel, mask=interior, other=0).to(tl.int32)
         value = tl.where(interior, value, pad_value).to(tl.float32)
         quotient = tl.math.div_rn(value, tl.full([BLOCK], 255.0, tl.float32))
-        # BGR source, RGB planes.
         tl.store(out + (2 - channel) * plane + offsets, quotient.to(out.dtype.element_ty),
                  mask=in_plane)
 
@@ -78,12 +78,17 @@ def letterbox(source: torch.Tensor, rows: torch.Tensor, row_weights: torch.Tenso
     source: (h, W, 3) uint8 contiguous, the frame or the rows the tables index; rows,
     row_weights: (2, resized_h) int32, positions in `source` and 11-bit weights (OpenCV's
     vertical rule); cols, col_weights: (2, resized_w) int32 (the horizontal rule); out:
-    [1, 3, H, W] float32/float16 contiguous. Without `resized` the tables are not read and the
+    [1, 3, H, W] float32/float16, contiguous. Without `resized` the tables are not read and the
     source is (resized_h, resized_w, 3). Returns `out`.
     """
+    import torch
+
     plane = out.shape[2] * out.shape[3]
-    _letterbox[(triton.cdiv(plane, _BLOCK),)](
-        source, rows, row_weights, cols, col_weights, out, plane, out.shape[3], top, left,
-        resized_hw[0], resized_hw[1], source.shape[1], pad_value, BLOCK=_BLOCK,
-        RESIZED=resized)
+    # Triton launches on the current CUDA device, which need not be out's.
+    device = torch.cuda.device(out.device) if out.is_cuda else contextlib.nullcontext()
+    with device:
+        _letterbox[(triton.cdiv(plane, _BLOCK),)](
+            source, rows, row_weights, cols, col_weights, out, plane, out.shape[3], top, left,
+            resized_hw[0], resized_hw[1], source.shape[1], pad_value, BLOCK=_BLOCK,
+            RESIZED=resized)
     return out

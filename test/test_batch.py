@@ -28,7 +28,7 @@ from human_detector_ros.engines import load_engine
 from human_detector_ros.engines.tensorrt_build import engine_for_onnx
 from human_detector_ros.errors import InvalidImageError
 from human_detector_ros.image_conversion import read_bgr
-from human_detector_ros.postprocess import Detections
+from human_detector_ros.postprocess import Detections, NmsConfig
 
 import tensorrt_standin
 
@@ -422,6 +422,19 @@ def test_torch_pipeline_every_layout(tiny, frames, layout, nms_kind):
     assert sum(len(found) for found in expected) > 0
 
 
+def rewrite_outputs_in_place(engine) -> None:
+    """Make `engine.infer_torch` return one output tensor per name and batch size, rewritten
+    by every call, as a captured CUDA graph (or TensorRT's bound buffers) does."""
+    infer_torch = engine.infer_torch
+    kept: Dict = {}
+
+    def rewriting(images):
+        return {name: kept.setdefault((name, images.shape[0]), torch.empty_like(output))
+                .copy_(output) for name, output in infer_torch(images).items()}
+
+    engine.infer_torch = rewriting
+
+
 @pytest.mark.parametrize('layout, capacity', [
     ('raw', device_nms.NMS_CAPACITY), ('raw', 2), ('end_to_end', device_nms.NMS_CAPACITY)],
     ids=['raw-fixed-size-nms', 'raw-exact-nms-fallback', 'end_to_end'])
@@ -436,6 +449,8 @@ def test_pipelined_batches_equal_batches_one_at_a_time(tiny, frames, layout, cap
                frames[1:]]
     with HumanDetector(tiny[f'{layout}.torchscript'], device=device, conf_threshold=0.3,
                        pipeline='torch', max_batch=4) as detector:
+        if not CUDA:
+            rewrite_outputs_in_place(detector.engine)
         pipeline = detector.torch_pipeline = gpu_pipeline.TorchPipeline(
             detector.engine, detector.layout, detector.postprocess, nms_capacity=capacity)
         expected = [detector.detect_batch(batch) for batch in batches]
@@ -471,23 +486,36 @@ def test_pipelined_batches_equal_batches_one_at_a_time(tiny, frames, layout, cap
         assert pipeline.fallbacks > fallbacks
 
 
-def test_pipelined_batches_stop_at_a_bad_frame_and_limit_the_batches_in_flight(tiny, frames):
-    with HumanDetector(tiny['raw.torchscript'], device='cpu', pipeline='torch',
-                       max_batch=4) as detector:
+def test_pipelined_batches_beside_single_calls_bad_frames_and_new_configs(tiny, frames):
+    with HumanDetector(tiny['end_to_end.torchscript'], device='cpu', pipeline='torch',
+                       conf_threshold=0.3, max_batch=4) as detector:
+        expected = [detector(frame) for frame in frames]
+        # A frame alone between two results of an iteration.
+        results = detector.detect_batches(iter([frames, frames[:2], frames]))
+        assert_same(next(results), expected)
+        assert_same([detector(frames[2])], expected[2:])
+        assert_same(next(results), expected[:2])
+        assert_same(next(results), expected)
         results = detector.detect_batches([frames, [frames[0], frames[1][..., 0]], frames])
         with pytest.raises(InvalidImageError) as raised:
             list(results)
         assert raised.value.frame_index == 1
-        assert not any(flight.submitted for flight in detector.torch_pipeline._in_flight)
         pipeline = detector.torch_pipeline
+        assert not any(flight.submitted for flight in pipeline._in_flight)
+        # A batch decodes with the config it was submitted with.
         transforms = [detector.checked_transform(frame) for frame in frames]
-        first = pipeline.submit(frames, transforms, detector.config, 0.0)
+        strict = NmsConfig(conf_threshold=0.6)
+        first = pipeline.submit(frames, transforms, strict, 0.0)
         second = pipeline.submit(frames, transforms, detector.config, 0.0)
         with pytest.raises(RuntimeError, match='in flight'):
             pipeline.submit(frames, transforms, detector.config, 0.0)
-        assert len(pipeline.collect(second)) == len(pipeline.collect(first)) == 3
+        assert_same(pipeline.collect(second), expected)
+        ours = pipeline.collect(first)
         with pytest.raises(RuntimeError, match='collected already'):
             pipeline.collect(first)
+        detector.config = strict
+        assert_same(ours, [detector(frame) for frame in frames])
+        assert sum(map(len, ours)) < sum(map(len, expected))
 
 
 @pytest.mark.skipif(not CUDA, reason='no CUDA device for PyTorch')

@@ -119,6 +119,7 @@ def test_torch_letterbox_equals_numpy_letterbox_bytes(device, kind, dtype, hw):
         assert torch.equal(again, out)
     rows = torch.from_numpy(bgr[letterbox.source_rows])
     assert torch.equal(letterbox(rows, torch.empty_like(out)), out)
+    assert not letterbox_torch._TRITON_FAILED  # no fallback to the torch operations
 
 
 # Letterbox source sizes: integer downscales (1/3, 1/6, 1/2 reads every row), sizes with rows
@@ -200,9 +201,11 @@ def test_letterbox_at_random_sizes_and_rows_equals_numpy(kind):
     """Random source and input sizes, the whole frame and its rows: torch ops on the CPU,
     and the Triton kernel (interpreted) at sizes it can run quickly."""
     rng, seed = _fresh_rng()
-    for _ in range(12):
-        src_hw = tuple(int(side) for side in rng.integers(1, 400, 2))
-        input_hw = tuple(int(side) for side in rng.integers(8, 72, 2))
+    # Also sources that need no resize, only padding (or nothing).
+    fitting = [((40, 56), (40, 56)), ((30, 56), (40, 56)), ((40, 20), (40, 56))]
+    random = [(tuple(int(side) for side in rng.integers(1, 400, 2)),
+               tuple(int(side) for side in rng.integers(8, 72, 2))) for _ in range(12)]
+    for src_hw, input_hw in fitting + random:
         bgr = rng.integers(0, 256, src_hw + (3,), dtype=np.uint8)
         transform = letterbox_transform(src_hw, input_hw)
         letterbox = _device_letterbox(transform, 'cpu', kind)
@@ -212,6 +215,7 @@ def test_letterbox_at_random_sizes_and_rows_equals_numpy(kind):
             letterbox(torch.from_numpy(frame), out)
             np.testing.assert_array_equal(out.numpy(), expected,
                                           err_msg=f'seed {seed}: {src_hw} -> {input_hw}')
+    assert not letterbox_torch._TRITON_FAILED
 
 
 def test_a_failing_triton_letterbox_leaves_the_torch_letterbox(monkeypatch, caplog):

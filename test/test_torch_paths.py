@@ -93,9 +93,12 @@ INTERPRETER_INPUT_HW = (40, 56)
 
 
 def _device_letterbox(transform, device, kind):
-    """A DeviceLetterbox of `kind` ('torch' or 'triton'); skips where Triton is missing."""
+    """A DeviceLetterbox of `kind` ('torch' or 'triton'); skips where Triton is missing, and
+    the Triton kernel on the CPU where it is compiled (for CUDA) rather than interpreted."""
     if kind == 'triton' and kernel_module('letterbox_triton') is None:
         pytest.skip('Triton is not installed, or was imported before its interpreter')
+    if (kind, device) == ('triton', 'cpu') and torch.cuda.is_available():
+        pytest.skip('the Triton kernel runs compiled for CUDA on this machine')
     return letterbox_torch.DeviceLetterbox(transform, torch.device(device),
                                            use_triton=kind == 'triton')
 
@@ -198,8 +201,9 @@ def test_cuda_letterbox_bytes_equal_opencv():
 
 @pytest.mark.parametrize('kind', ['torch', 'triton'])
 def test_letterbox_at_random_sizes_and_rows_equals_numpy(kind):
-    """Random source and input sizes, the whole frame and its rows: torch ops on the CPU,
-    and the Triton kernel (interpreted) at sizes it can run quickly."""
+    """Random source and input sizes, the whole frame and its rows: torch ops, and the
+    Triton kernel (on CUDA, else interpreted at sizes the interpreter runs quickly)."""
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
     rng, seed = _fresh_rng()
     # Also sources that need no resize, only padding (or nothing).
     fitting = [((40, 56), (40, 56)), ((30, 56), (40, 56)), ((40, 20), (40, 56))]
@@ -208,12 +212,12 @@ def test_letterbox_at_random_sizes_and_rows_equals_numpy(kind):
     for src_hw, input_hw in fitting + random:
         bgr = rng.integers(0, 256, src_hw + (3,), dtype=np.uint8)
         transform = letterbox_transform(src_hw, input_hw)
-        letterbox = _device_letterbox(transform, 'cpu', kind)
+        letterbox = _device_letterbox(transform, device, kind)
         expected = _numpy_input(bgr, transform, np.float16)
         for frame in (bgr, bgr[letterbox.source_rows]):
-            out = torch.full((1, 3) + input_hw, -1.0, dtype=torch.float16)
+            out = torch.full((1, 3) + input_hw, -1.0, dtype=torch.float16, device=device)
             letterbox(torch.from_numpy(frame), out)
-            np.testing.assert_array_equal(out.numpy(), expected,
+            np.testing.assert_array_equal(out.cpu().numpy(), expected,
                                           err_msg=f'seed {seed}: {src_hw} -> {input_hw}')
     assert not letterbox_torch._TRITON_FAILED
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zipfile
 
 import cv2
 import numpy as np
@@ -225,6 +226,19 @@ def test_unknown_backend_and_device(tmp_path):
     for device in ('gpu', 'cpu:1', 'cuda:x', 'auto:0'):
         with pytest.raises(ModelLoadError, match='Unknown device'):
             load_engine(default_model_path(), device=device)
+
+
+def test_a_backend_that_does_not_run_the_file_says_which_does(tmp_path):
+    """Not "PyTorch is missing" (or a zip error) for an ONNX file given to TorchScript."""
+    with pytest.raises(ModelLoadError) as error:
+        load_engine(default_model_path(), backend='torchscript', device='cpu')
+    assert 'Backend "torchscript" cannot run' in str(error.value)
+    assert 'Use backend "auto" or "onnxruntime"' in str(error.value)
+    archive = tmp_path / 'model.torchscript'
+    with zipfile.ZipFile(archive, 'w') as writer:
+        writer.writestr('model/code/__torch__.py', 'pass')
+    with pytest.raises(ModelLoadError, match='for backend "torchscript". Use backend "auto"'):
+        load_engine(archive, backend='onnxruntime', device='cpu')
 
 
 @pytest.mark.skipif('CUDAExecutionProvider' in onnxruntime.get_available_providers(),

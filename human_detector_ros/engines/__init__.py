@@ -117,6 +117,21 @@ def _check_file(path: pathlib.Path) -> None:
                              f'failed. Copy or export the model again.')
 
 
+def _check_backend_runs(backend: str, path: pathlib.Path) -> None:
+    """ModelLoadError when `path` is a model of a kind `backend` does not run (an ONNX model
+    runs on 'onnxruntime' and, built into an engine, on 'tensorrt'); a file whose kind is not
+    told is left to the backend."""
+    try:
+        kind = detect_backend(path)
+    except ModelLoadError:
+        return
+    if kind == backend or (kind, backend) == ('onnxruntime', 'tensorrt'):
+        return
+    also = ' (or "tensorrt", which builds an engine from it)' if kind == 'onnxruntime' else ''
+    raise ModelLoadError(f'Backend "{backend}" cannot run {path}: it is a model for backend '
+                         f'"{kind}"{also}. Use backend "auto" or "{kind}".')
+
+
 def _is_onnx(path: pathlib.Path) -> bool:
     try:
         return detect_backend(path) == 'onnxruntime'
@@ -152,6 +167,7 @@ def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
         raise ModelLoadError(
             f'Unknown backend {backend!r} for model {model_path}. Use "auto" or one of: '
             f'{", ".join(BACKENDS)}.')
+    _check_backend_runs(chosen, model_path)
     engine_class = REGISTRY[chosen].load_class()
     built_from: Optional[pathlib.Path] = None
     if chosen == 'tensorrt' and _is_onnx(model_path):

@@ -153,9 +153,11 @@ class DepthFrame:
         height, width = int(image_shape[0]), int(image_shape[1])
         if self.image.shape == (height, width) and self.info_size in ((0, 0), (width, height)):
             return None
-        return (f'depth {self.image.shape[1]}x{self.image.shape[0]} / camera_info '
-                f'{self.info_size[0]}x{self.info_size[1]} do not match the image '
-                f'{width}x{height}')
+        depth = f'depth {self.image.shape[1]}x{self.image.shape[0]}'
+        if self.info_size == (0, 0):  # a calibration of unknown size
+            return f'{depth} does not match the image {width}x{height}'
+        return (f'{depth} / camera_info {self.info_size[0]}x{self.info_size[1]} do not match '
+                f'the image {width}x{height}')
 
 
 def surface_depth(region_m: np.ndarray) -> Optional[Tuple[float, float]]:

@@ -103,7 +103,8 @@ def test_depth_of_another_size_gives_no_positions_and_says_why(detector, frames)
     assert 'camera_info 640x360 do not match the image 1280x720' in other_info.depth_problem
     small = DepthImage.from_array(np.full((360, 640), 2000, np.uint16))
     other_depth = pipeline.process(CameraFrame('', frames[0], depth=DepthFrame(small, INTRINSICS)))
-    assert other_depth.positions is None and 'depth 640x360' in other_depth.depth_problem
+    assert other_depth.positions is None
+    assert other_depth.depth_problem == 'depth 640x360 does not match the image 1280x720'
     no_depth = pipeline.process(CameraFrame('', frames[0]))
     assert no_depth.positions is None and no_depth.depth_problem is None
 

@@ -117,26 +117,15 @@ def _check_file(path: pathlib.Path) -> None:
                              f'failed. Copy or export the model again.')
 
 
-def _check_backend_runs(backend: str, path: pathlib.Path) -> None:
-    """ModelLoadError when `path` is a model of a kind `backend` does not run (an ONNX model
-    runs on 'onnxruntime' and, built into an engine, on 'tensorrt'); a file whose kind is not
-    told is left to the backend."""
-    try:
-        kind = detect_backend(path)
-    except ModelLoadError:
-        return
-    if kind == backend or (kind, backend) == ('onnxruntime', 'tensorrt'):
+def _check_backend_runs(backend: str, kind: Optional[str], path: pathlib.Path) -> None:
+    """ModelLoadError when `path`, a model for backend `kind` (None: not told), is one that
+    `backend` does not run (an ONNX model runs on 'onnxruntime' and, built into an engine, on
+    'tensorrt'); a file whose kind is not told is left to the backend."""
+    if kind is None or kind == backend or (kind, backend) == ('onnxruntime', 'tensorrt'):
         return
     also = ' (or "tensorrt", which builds an engine from it)' if kind == 'onnxruntime' else ''
     raise ModelLoadError(f'Backend "{backend}" cannot run {path}: it is a model for backend '
                          f'"{kind}"{also}. Use backend "auto" or "{kind}".')
-
-
-def _is_onnx(path: pathlib.Path) -> bool:
-    try:
-        return detect_backend(path) == 'onnxruntime'
-    except ModelLoadError:
-        return False
 
 
 def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
@@ -161,16 +150,22 @@ def load_engine(path: Union[str, os.PathLike], backend: str = 'auto',
         raise ModelLoadError(f'max_batch must be an integer >= 1 for model {model_path}, got '
                              f'{max_batch!r}.')
     chosen: Optional[str] = backend.strip().lower() if isinstance(backend, str) else None
+    try:
+        kind: Optional[str] = detect_backend(model_path)
+    except ModelLoadError:
+        if chosen == 'auto':
+            raise
+        kind = None  # an explicit backend may still run it, or says why not
     if chosen == 'auto':
-        chosen = detect_backend(model_path)
+        chosen = kind
     if chosen not in REGISTRY:
         raise ModelLoadError(
             f'Unknown backend {backend!r} for model {model_path}. Use "auto" or one of: '
             f'{", ".join(BACKENDS)}.')
-    _check_backend_runs(chosen, model_path)
+    _check_backend_runs(chosen, kind, model_path)
     engine_class = REGISTRY[chosen].load_class()
     built_from: Optional[pathlib.Path] = None
-    if chosen == 'tensorrt' and _is_onnx(model_path):
+    if chosen == 'tensorrt' and kind == 'onnxruntime':
         from human_detector_ros.engines.tensorrt_build import engine_for_onnx
         built_from, model_path = model_path, engine_for_onnx(
             model_path, device, tensorrt_precision, tensorrt_cache_dir, max_batch=max_batch)

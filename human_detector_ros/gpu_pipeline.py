@@ -35,8 +35,8 @@ import collections
 import contextlib
 import logging
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, \
-    TYPE_CHECKING
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, \
+    Sequence, Tuple, TYPE_CHECKING
 
 import numpy as np
 
@@ -321,6 +321,12 @@ class TorchPipeline:
             self._stages.popitem(last=False)
         return stage
 
+    def _on_stream(self) -> ContextManager[Any]:
+        """Makes the pipeline's stream the current one (CUDA; nothing on the CPU)."""
+        import torch
+
+        return torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
+
     def _mark(self, flight: InFlight, index: int) -> None:
         if self.cuda:
             flight.marks[index].record(self._stream)
@@ -415,8 +421,7 @@ class TorchPipeline:
         flight = next((flight for flight in self._in_flight if not flight.submitted), None)
         if flight is None:
             raise RuntimeError(f'{PIPELINE_DEPTH} batches are in flight: collect one first')
-        stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
-        with torch.inference_mode(), stream:
+        with torch.inference_mode(), self._on_stream():
             for other in self._in_flight:
                 if other.submitted:
                     self._keep_raw_output(other)
@@ -449,14 +454,13 @@ class TorchPipeline:
 
         if not flight.submitted:
             raise RuntimeError('this batch was collected already')
-        # On the pipeline's stream: the exact NMS fallback reads the raw output copy that a
-        # later submission enqueued there.
-        stream = torch.cuda.stream(self._stream) if self.cuda else contextlib.nullcontext()
         try:
             if self.cuda:
                 flight.marks[3].synchronize()
             synced = time.perf_counter()
-            with torch.inference_mode(), stream:
+            # On the pipeline's stream: the exact NMS fallback reads the raw output copy that a
+            # later submission enqueued there.
+            with torch.inference_mode(), self._on_stream():
                 detections = [self._finish(flight, index, transform)
                               for index, transform in enumerate(flight.transforms)]
         finally:

@@ -136,18 +136,12 @@ class DeviceLetterbox:
             # contributing_rows), so any valid position will do for it.
             positions = np.minimum(np.searchsorted(self.source_rows, rows),
                                    len(self.source_rows) - 1)
-            # Pixel index (row * w + col) of both source rows x both source columns of every
-            # output pixel: one gather per frame.
-            pixels = positions.reshape(-1)[:, None] * src_w + cols.reshape(-1)[None, :]
-            self.pixels = torch.from_numpy(pixels.reshape(-1).astype(np.int32)).to(self.device)
-            self.col_weights = torch.from_numpy(col_weights[None, :, :, None]).to(self.device)
-            self.row_weights = torch.from_numpy(row_weights[:, :, None, None]).to(self.device)
+            self._tables = (positions, cols, col_weights, row_weights)
         self._source_rows = torch.from_numpy(self.source_rows).to(self.device)
-        if use_triton is None:
-            use_triton = self.device.type == 'cuda' and triton_letterbox() is not None
-        elif use_triton and triton_letterbox() is None:
+        wanted = use_triton or (use_triton is None and self.device.type == 'cuda')
+        self._kernel = triton_letterbox() if wanted else None
+        if use_triton and self._kernel is None:
             raise ModuleNotFoundError('use_triton=True needs Triton, which does not import')
-        self._kernel = triton_letterbox() if use_triton else None
         if self._kernel is not None and self.resized:
             # The Triton kernel's tables, (2, n) int32; its rows by the number of rows given:
             # positions in source_rows, or rows of the whole frame.
@@ -158,16 +152,32 @@ class DeviceLetterbox:
                 src_h: table(rows), len(self.source_rows): table(positions)}
             self._kernel_tables = (table(row_weights), table(cols), table(col_weights))
 
+    @functools.cached_property
+    def _resize_tables(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The torch resize's device tables (pixel indices, column and row weights), made on
+        its first use: where the Triton kernel letterboxes, never (they take ~4 MB a size)."""
+        import torch
+
+        positions, cols, col_weights, row_weights = self._tables
+        # Pixel index (row * w + col) of both source rows x both source columns of every
+        # output pixel: one gather per frame.
+        pixels = positions.reshape(-1)[:, None] * self.transform.src_hw[1] \
+            + cols.reshape(-1)[None, :]
+        return (torch.from_numpy(pixels.reshape(-1).astype(np.int32)).to(self.device),
+                torch.from_numpy(col_weights[None, :, :, None]).to(self.device),
+                torch.from_numpy(row_weights[:, :, None, None]).to(self.device))
+
     def resize(self, bgr: torch.Tensor) -> torch.Tensor:
         """(len(source_rows), W, 3) uint8 tensor on the device, the frame's rows source_rows
         -> (h, w, 3) int32, the frame's cv2 INTER_LINEAR resize."""
         import torch
 
         dst_h, dst_w = self.transform.resized_hw
-        pixels = bgr.reshape(-1, 3).index_select(0, self.pixels)
-        horizontal = (pixels.view(2 * dst_h, 2, dst_w, 3) * self.col_weights).sum(
+        pixel_index, col_weights, row_weights = self._resize_tables
+        pixels = bgr.reshape(-1, 3).index_select(0, pixel_index)
+        horizontal = (pixels.view(2 * dst_h, 2, dst_w, 3) * col_weights).sum(
             1, dtype=torch.int32)
-        terms = ((horizontal.view(2, dst_h, dst_w, 3) >> 4) * self.row_weights) >> 16
+        terms = ((horizontal.view(2, dst_h, dst_w, 3) >> 4) * row_weights) >> 16
         # No saturation needed: with weights summing to at most 2049 per axis the sum of the
         # terms is at most 1020, so the result stays within 0..255.
         return (terms.sum(0, dtype=torch.int32) + 2).bitwise_right_shift_(2)

@@ -1,7 +1,7 @@
 """Many cameras, one GPU: one batched detector beside N detector processes and N calls in turn.
 
 For 1, 2, 4 and 8 cameras of 1920x1080 frames (each camera its own frame: the sample images
-and random noise, resized to 1080p), three ways to serve them:
+and random noise, resized to 1080p), four ways to serve them:
 
 - batched: one process, one HumanDetector with max_batch N; each step is one
   `detect_batch` of the N frames (one engine call);
@@ -19,8 +19,8 @@ and each records the GPU's SM clock after its timed steps. Figures: frames per s
 cameras, the per-frame latency p50/p90 (a frame's latency runs from the start of its step,
 when all N frames are at hand, to its detections: the batch time in batched mode, from the
 batch's hand-over to its result in pipelined mode, the time to its turn's end in sequential
-mode, its own call in processes mode), and the device memory of
-each process and all together (on the CPU: their resident memory).
+mode, its own call in processes mode), and the device memory of each process and all together
+(on the CPU: their resident memory).
 
 GPU machine, the default weights exported by Ultralytics to TorchScript fp16, through the
 TorchScript backend and behind the GPU stand-in for TensorRT with a dynamic batch profile:
